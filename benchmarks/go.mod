@@ -5,6 +5,7 @@ go 1.26.0
 require github.com/strata-project/strata v0.0.0
 
 require (
+	github.com/bits-and-blooms/bitset v1.24.4 // indirect
 	github.com/buraksezer/consistent v0.10.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/failsafe-go/failsafe-go v0.9.8 // indirect
