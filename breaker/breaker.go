@@ -358,9 +358,6 @@ func (b *Breaker) allowLocked(now time.Time) (Token, error) {
 	return t, nil
 }
 
-// errPanicked is what a panic is recorded as.
-var errPanicked = errors.New("breaker: protected function panicked")
-
 // Do calls fn if the breaker allows it and records the result. It returns [ErrOpen] or
 // [ErrTooManyProbes] without calling fn when refused, and fn's error otherwise. If fn panics,
 // the panic counts as a failure and continues to unwind. Do does not allocate.
