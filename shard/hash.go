@@ -14,8 +14,10 @@ func HashString(key string) uint64 { return xxhash.Sum64String(key) }
 // JumpHash returns the bucket in [0, buckets) of a 64-bit key by the jump
 // consistent hash of Lamping and Veach ("A Fast, Minimal Memory, Consistent
 // Hash Algorithm", 2014). Growing buckets from n to n+1 moves exactly the keys
-// that land in the new bucket, about 1/(n+1) of them. It returns -1 when
-// buckets < 1.
+// that land in the new bucket, about 1/(n+1) of them. It is the placement
+// for a set of buckets that only ever grows or shrinks at the end (numbered
+// 0..n-1) and holds no per-bucket state; it costs O(log buckets) steps. It
+// returns -1 when buckets < 1.
 func JumpHash(key uint64, buckets int) int {
 	if buckets < 1 {
 		return -1
@@ -24,7 +26,8 @@ func JumpHash(key uint64, buckets int) int {
 	for j < int64(buckets) {
 		b = j
 		key = key*2862933555777941757 + 1
-		j = int64(float64(b+1) * (float64(int64(1)<<31) / float64((key>>33)+1)))
+		// key>>33 < 2^31 converts exactly through int64, which is cheaper.
+		j = int64(float64(b+1) * (float64(int64(1)<<31) / float64(int64(key>>33)+1)))
 	}
 	return int(b)
 }

@@ -48,7 +48,7 @@ func must[T any](v T, err error) T {
 func placements() []placement {
 	return []placement{
 		{
-			name: "jump-partitions",
+			name: "partitions",
 			make: func(t testing.TB, s []string) shard.Locator {
 				return must(shard.NewTable(must(shard.NewMap(s, 0))))
 			},
@@ -143,7 +143,7 @@ func TestPlacementQuality(t *testing.T) {
 	ks := keys(nKeys)
 	ids := shardIDs(nShards)
 	for _, p := range placements() {
-		if raceEnabled && p.name != "jump-partitions" {
+		if raceEnabled && p.name != "partitions" {
 			t.Logf("%-16s skipped under the race detector", p.name)
 			continue
 		}
@@ -151,14 +151,14 @@ func TestPlacementQuality(t *testing.T) {
 		frac, _ := moved(t, p, nShards, ks)
 		t.Logf("%-16s CV %.2f%%  moved on 16->17: %.4f (ideal %.4f, %.3fx)",
 			p.name, 100*c, frac, 1.0/17, frac*17)
-		if p.name == "jump-partitions" && c > 0.01 {
+		if p.name == "partitions" && c > 0.01 {
 			t.Errorf("default placement: CV %.3f%% > 1%%", 100*c)
 		}
 	}
 }
 
 // TestAddShardMovesMinimum adds one shard to N for N = 1..20 and checks
-// that at most 1.05/(N+1) of 100,000 keys move. Jump over partitions and
+// that at most 1.05/(N+1) of 100,000 keys move. Virtual partitions and
 // rendezvous move each key with probability 1/(N+1) independently, so the
 // bound holds for every N and every moved key goes to the new shard. On a
 // ring the moved fraction is the new shard's share of the ring, which varies
@@ -169,7 +169,7 @@ func TestPlacementQuality(t *testing.T) {
 func TestAddShardMovesMinimum(t *testing.T) {
 	ks := keys(100_000)
 	for _, p := range placements() {
-		exact := p.name == "jump-partitions" || p.name == "rendezvous"
+		exact := p.name == "partitions" || p.name == "rendezvous"
 		if !exact && p.name != "ring-160" && p.name != "bounded-1.25" {
 			continue
 		}
