@@ -51,9 +51,10 @@
 // # Compared with the seed and with sony/gobreaker
 //
 // The seed's Python breaker let any number of calls through when half-open, did not reset its
-// counts cleanly between half-open periods, let stale results from an earlier state decide the
-// current one, and measured the open period on the wall clock; each of these has a test named
-// TestSeedFlaw... in this package. sony/gobreaker takes a mutex and reads the clock on every
-// call, has no slow-call policy, no distinction between "open" and "too many probes" beyond two
-// errors, and no backoff across repeated trips.
+// success count on entering half-open, did not re-open at once on a half-open failure, and
+// measured the open period on the wall clock; each of these has a test named TestSeedFlaw... in
+// this package, and TestStaleResultsIgnored covers results that arrive after a state change.
+// sony/gobreaker takes a mutex and reads the clock on every call, and has no slow-call policy
+// and no backoff of the open period across repeated trips. BenchmarkBreakerSuccess and
+// BenchmarkBreakerSuccessParallel in the benchmarks module measure the difference.
 package breaker
