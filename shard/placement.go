@@ -151,8 +151,8 @@ func (m *Map) LocateString(key string) (string, error) {
 }
 
 // With returns a copy of m with one partition moved and the version
-// increased by one. mv.From must be the current owner ([ErrOwnerMismatch]
-// otherwise) and differ from mv.To. A shard left without partitions leaves the
+// increased by one. mv.From must be the current owner and differ from mv.To
+// ([ErrOwnerMismatch] otherwise). A shard left without partitions leaves the
 // map; mv.To joins it if new.
 func (m *Map) With(mv Move) (*Map, error) {
 	if len(m.owners) == 0 {
@@ -213,8 +213,9 @@ func (m *Map) Apply(plan []Move) (*Map, error) {
 // partitions as possible: each moved partition changes owner once and
 // nothing else moves. Adding a shard to a balanced map of n shards moves
 // about Partitions()/(n+1) partitions, all to the new shard; removing one
-// moves only the removed shard's partitions (plus at most one per shard
-// where rounding requires it).
+// from n+1 moves only the removed shard's partitions whenever
+// Partitions() >= n(n+1) (so that no remaining shard is above its new
+// quota).
 //
 // With P partitions and n target shards, r = P mod n shards get P/n+1
 // partitions and the rest P/n. A target shard keeps min(owned, quota) of its
