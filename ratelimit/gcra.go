@@ -1,0 +1,133 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// GCRAConfig configures a GCRA limiter.
+type GCRAConfig struct {
+	// Rate is the sustained rate. Required: a zero Rate is invalid.
+	Rate Rate
+	// Burst is the most events a key can be granted at once (the bucket
+	// size). Default (0): Rate.Limit.
+	Burst int
+}
+
+// GCRA is a keyed token bucket implemented as the Generic Cell Rate
+// Algorithm: each key holds one int64, its theoretical arrival time (TAT),
+// updated with a compare-and-swap loop. A key allows at most
+// rate*T + burst events in any interval of length T.
+//
+// Keys whose bucket has been full for a second are evicted by a sweep that
+// inserts run when a shard has doubled in size. A full bucket is exactly
+// the state of a key that has no entry, so eviction changes no decision.
+//
+// GCRA is safe for concurrent use.
+type GCRA struct {
+	clock    clock
+	interval int64 // emission interval T, ns
+	tau      int64 // burst * T, ns
+	burst    int
+	store    *store[gcraEntry]
+}
+
+type gcraEntry struct{ tat atomic.Int64 }
+
+const (
+	// tatEmpty is the TAT of a fresh entry: far in the past.
+	tatEmpty = math.MinInt64 + 1
+	// tatDead marks an evicted entry.
+	tatDead = math.MinInt64
+)
+
+var _ Limiter = (*GCRA)(nil)
+
+// NewGCRA returns a GCRA limiter, or an error wrapping ErrInvalidConfig.
+func NewGCRA(cfg GCRAConfig) (*GCRA, error) {
+	t := int64(cfg.Rate.Interval())
+	if t <= 0 {
+		return nil, fmt.Errorf("%w: rate %v must be positive", ErrInvalidConfig, cfg.Rate)
+	}
+	burst := cfg.Burst
+	if burst == 0 {
+		burst = cfg.Rate.Limit
+	}
+	if burst < 0 || int64(burst) > maxSpan/t {
+		return nil, fmt.Errorf("%w: burst %d", ErrInvalidConfig, cfg.Burst)
+	}
+	g := &GCRA{clock: newClock(), interval: t, tau: int64(burst) * t, burst: burst}
+	g.store = newStore(func(e *gcraEntry) { e.tat.Store(tatEmpty) }, func(e *gcraEntry, now int64) bool {
+		tat := e.tat.Load()
+		return tat <= now-idleGrace && e.tat.CompareAndSwap(tat, tatDead)
+	})
+	return g, nil
+}
+
+// Policy returns Burst events per Burst*interval: the bucket size and the
+// time an empty bucket takes to fill.
+func (g *GCRA) Policy() Policy {
+	return Policy{Quota: g.burst, Window: time.Duration(g.tau)}
+}
+
+// Allow is AllowNAt(time.Now(), key, 1).Allowed.
+func (g *GCRA) Allow(key string) bool {
+	d, _ := g.allow(g.clock.now(), key, 1)
+	return d.Allowed
+}
+
+// AllowN is AllowNAt(time.Now(), key, n). ctx is not used: the decision is
+// local and never blocks.
+func (g *GCRA) AllowN(_ context.Context, key string, n int) (Decision, error) {
+	return g.allow(g.clock.now(), key, n)
+}
+
+// AllowNAt decides n events for key at instant now.
+func (g *GCRA) AllowNAt(now time.Time, key string, n int) (Decision, error) {
+	return g.allow(g.clock.nanos(now), key, n)
+}
+
+func (g *GCRA) allow(t int64, key string, n int) (Decision, error) {
+	if err := checkCost(n, g.burst); err != nil {
+		return Decision{Limit: g.burst}, err
+	}
+	inc := int64(n) * g.interval
+	for {
+		e := g.store.get(key, t)
+		for {
+			tat := e.tat.Load()
+			if tat == tatDead {
+				break // evicted under us: look the key up again
+			}
+			base := max(tat, t)
+			newTAT := base + inc
+			if allowAt := newTAT - g.tau; t < allowAt {
+				return Decision{
+					Limit:      g.burst,
+					Remaining:  int((g.tau - (base - t)) / g.interval),
+					RetryAfter: time.Duration(allowAt - t),
+					ResetAfter: time.Duration(base - t),
+				}, nil
+			}
+			if n == 0 || e.tat.CompareAndSwap(tat, newTAT) {
+				return Decision{
+					Allowed:    true,
+					Limit:      g.burst,
+					Remaining:  int((g.tau - (newTAT - t)) / g.interval),
+					ResetAfter: time.Duration(newTAT - t),
+				}, nil
+			}
+		}
+	}
+}
+
+// Len returns the number of keys held in memory.
+func (g *GCRA) Len() int { return g.store.len() }
+
+// Purge evicts every key idle at now and returns the number of keys left.
+// Inserts already evict idle keys as they go; Purge is for releasing
+// memory right after a spike of distinct keys.
+func (g *GCRA) Purge(now time.Time) int { return g.store.purge(g.clock.nanos(now)) }
