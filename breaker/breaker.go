@@ -1,6 +1,7 @@
 package breaker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -222,11 +223,11 @@ func New(cfg Config) (*Breaker, error) {
 		streakLimit:  cfg.ConsecutiveFailures,
 		failureRatio: cfg.FailureRatio,
 		slowRatio:    cfg.SlowCallRatio,
-		slowDur:      orDuration(cfg.SlowCallDuration, time.Second),
-		minCalls:     orInt(cfg.MinCalls, 10),
-		openDur:      orDuration(cfg.OpenDuration, 10*time.Second),
+		slowDur:      cmp.Or(cfg.SlowCallDuration, time.Second),
+		minCalls:     cmp.Or(cfg.MinCalls, 10),
+		openDur:      cmp.Or(cfg.OpenDuration, 10*time.Second),
 		backoff:      cfg.OpenBackoff,
-		maxProbes:    orInt(cfg.HalfOpenProbes, 1),
+		maxProbes:    cmp.Or(cfg.HalfOpenProbes, 1),
 		classify:     cfg.Classify,
 		onChange:     cfg.OnStateChange,
 		epoch:        time.Now(),
@@ -241,27 +242,13 @@ func New(cfg Config) (*Breaker, error) {
 	if b.backoff == 0 {
 		b.backoff = 1
 	}
-	b.maxOpen = orDuration(cfg.MaxOpenDuration, max(5*time.Minute, b.openDur))
-	b.needSucc = orInt(cfg.HalfOpenSuccesses, b.maxProbes)
+	b.maxOpen = cmp.Or(cfg.MaxOpenDuration, max(5*time.Minute, b.openDur))
+	b.needSucc = cmp.Or(cfg.HalfOpenSuccesses, b.maxProbes)
 	if ratio {
-		b.win = newWindow(orInt(cfg.WindowCalls, 100), cfg.WindowDuration, orInt(cfg.WindowBuckets, 10))
+		b.win = newWindow(cmp.Or(cfg.WindowCalls, 100), cfg.WindowDuration, cmp.Or(cfg.WindowBuckets, 10))
 	}
 	b.needTime = b.slowRatio > 0 || cfg.WindowDuration > 0
 	return b, nil
-}
-
-func orInt(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
-}
-
-func orDuration(v, def time.Duration) time.Duration {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // Token is the admission of one call by [Breaker.Allow]. Report the call's result with exactly

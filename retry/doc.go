@@ -7,7 +7,9 @@
 // calls (as in Envoy and Linkerd) keeps retries to a fixed share of the requests plus a small
 // floor per second, so retries help with scattered failures and stop during an outage.
 //
-// The package also has a [Bulkhead] (bounded concurrency with a bounded wait) and [Timeout].
+// The package also has a [Bulkhead] (a fixed bound on concurrent calls, with a bounded wait),
+// [Timeout], and [AIMD], an adaptive concurrency limit that grows while calls succeed and
+// shrinks when the dependency signals overload.
 //
 // Delays come from a [Backoff] whose random source is a function field, so tests can fix the
 // sequence; waiting uses the runtime's timers, which testing/synctest fakes. The budget has
