@@ -1,0 +1,112 @@
+package docstore
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/strata-project/strata/shard"
+)
+
+// CheckCollection validates a collection name: [a-z][a-z0-9_-]{0,62}.
+func CheckCollection(c string) error {
+	if len(c) == 0 || len(c) > MaxCollectionBytes {
+		return fmt.Errorf("%w: collection name of %d bytes (1..%d)", ErrInvalid, len(c), MaxCollectionBytes)
+	}
+	for i := 0; i < len(c); i++ {
+		b := c[i]
+		switch {
+		case b >= 'a' && b <= 'z':
+		case i > 0 && (b >= '0' && b <= '9' || b == '_' || b == '-'):
+		default:
+			return fmt.Errorf("%w: collection name %q: want [a-z][a-z0-9_-]*", ErrInvalid, c)
+		}
+	}
+	return nil
+}
+
+// CheckID validates a document id: 1 to MaxIDBytes bytes of valid UTF-8 with only printable
+// characters (letters, marks, numbers, punctuation, symbols and the ASCII space; no control,
+// format or other invisible characters). Anything else, SQL-looking text included, is
+// stored verbatim.
+func CheckID(id string) error {
+	if len(id) == 0 || len(id) > MaxIDBytes {
+		return fmt.Errorf("%w: id of %d bytes (1..%d)", ErrInvalid, len(id), MaxIDBytes)
+	}
+	for i := 0; i < len(id); {
+		b := id[i]
+		if b < utf8.RuneSelf {
+			if b < 0x20 || b == 0x7f {
+				return fmt.Errorf("%w: id %q has a control character", ErrInvalid, id)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(id[i:])
+		if r == utf8.RuneError && n == 1 {
+			return fmt.Errorf("%w: id %q is not valid UTF-8", ErrInvalid, id)
+		}
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("%w: id %q has a non-printable character %U", ErrInvalid, id, r)
+		}
+		i += n
+	}
+	return nil
+}
+
+// CheckKey validates a collection name and an id.
+func CheckKey(collection, id string) error {
+	if err := CheckCollection(collection); err != nil {
+		return err
+	}
+	return CheckID(id)
+}
+
+// CheckBody validates a body: a JSON object of at most maxBytes bytes (maxBytes <= 0 means
+// DefaultMaxBodyBytes).
+func CheckBody(body []byte, maxBytes int) error {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBodyBytes
+	}
+	if len(body) > maxBytes {
+		return fmt.Errorf("%w: body of %d bytes, limit %d", ErrInvalid, len(body), maxBytes)
+	}
+	t := bytes.TrimLeft(body, " \t\r\n")
+	if len(t) == 0 || t[0] != '{' {
+		return fmt.Errorf("%w: body is not a JSON object", ErrInvalid)
+	}
+	if !json.Valid(body) {
+		return fmt.Errorf("%w: body is not valid JSON", ErrInvalid)
+	}
+	return nil
+}
+
+// CheckBatch validates the ids of a GetMany call.
+func CheckBatch(collection string, ids []string) error {
+	if err := CheckCollection(collection); err != nil {
+		return err
+	}
+	if len(ids) > MaxBatch {
+		return fmt.Errorf("%w: %d ids in one batch, at most %d", ErrInvalid, len(ids), MaxBatch)
+	}
+	for _, id := range ids {
+		if err := CheckID(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PartitionOf returns the virtual partition of a document among partitions: the jump hash
+// (shard.JumpHash) of the placement hash (shard.HashString) of collection + "/" + id.
+// Collection names contain no "/", so distinct keys never collide before hashing.
+func PartitionOf(collection, id string, partitions int) int {
+	var buf [MaxCollectionBytes + 1 + MaxIDBytes]byte
+	k := append(append(append(buf[:0], collection...), '/'), id...)
+	return shard.JumpHash(shard.Hash(k), partitions)
+}
+
+// RoutingKey returns the key the sharded store places a document by: collection + "/" + id.
+func RoutingKey(collection, id string) string { return collection + "/" + id }
