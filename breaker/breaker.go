@@ -176,6 +176,9 @@ type Breaker struct {
 	// word is the state word: state, failure streak, generation. State and generation change
 	// only with mu held; the streak changes lock-free by compare-and-swap.
 	word atomic.Uint64
+	// openUntil is the end of the current or last open period, in nanoseconds since epoch.
+	// Written with mu held before the state word turns open; read lock-free to refuse calls.
+	openUntil atomic.Int64
 
 	name         string
 	streakLimit  int
@@ -191,16 +194,15 @@ type Breaker struct {
 	classify     func(error) Outcome
 	onChange     func(Transition)
 	needTime     bool      // every result needs the current instant (time window or slow calls)
-	epoch        time.Time // origin of Token.start
+	epoch        time.Time // origin of Token.start and openUntil (time.Sub uses the monotonic clock when both instants carry it)
 
 	_       [128]byte // keeps the stripes off the cache lines of the fields read on every call
 	stripes [numStripes]stripe
 
 	mu             sync.Mutex // protects the fields below and state/generation changes of word
-	openUntil      time.Time
-	openStreak     int // trips since the last close, for OpenBackoff
-	probes         int // probes in flight in the current half-open generation
-	probeSuccesses int // probe successes in the current half-open generation
+	openStreak     int        // trips since the last close, for OpenBackoff
+	probes         int        // probes in flight in the current half-open generation
+	probeSuccesses int        // probe successes in the current half-open generation
 	trips          uint64
 	win            *window // nil without a ratio policy
 }
@@ -289,12 +291,20 @@ func (b *Breaker) Allow() (Token, error) {
 // AllowAt is Allow at the instant now.
 func (b *Breaker) AllowAt(now time.Time) (Token, error) {
 	w := b.word.Load()
-	if stateOf(w) == Closed {
+	switch stateOf(w) {
+	case Closed:
 		t := Token{b: b, gen: genOf(w)}
 		if b.slowRatio > 0 {
 			t.start = int64(now.Sub(b.epoch))
 		}
 		return t, nil
+	case Open:
+		// If the breaker has re-opened since w was loaded, openUntil is that of the newer
+		// period, which is open too.
+		if int64(now.Sub(b.epoch)) < b.openUntil.Load() {
+			b.stripe().rejected.Add(1)
+			return Token{}, ErrOpen
+		}
 	}
 	return b.allowLocked(now)
 }
@@ -322,7 +332,7 @@ func (b *Breaker) allowLocked(now time.Time) (Token, error) {
 		}
 		return t, nil
 	case Open:
-		if now.Before(b.openUntil) {
+		if int64(now.Sub(b.epoch)) < b.openUntil.Load() {
 			b.mu.Unlock()
 			b.stripe().rejected.Add(1)
 			return Token{}, ErrOpen
@@ -534,7 +544,7 @@ func (b *Breaker) openLocked(now time.Time) *Transition {
 	}
 	b.openStreak++
 	b.trips++
-	b.openUntil = now.Add(time.Duration(d))
+	b.openUntil.Store(int64(now.Add(time.Duration(d)).Sub(b.epoch)))
 	return b.setStateLocked(Open, now)
 }
 
