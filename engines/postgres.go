@@ -9,12 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/strata-project/strata/replica"
 )
 
 // PostgresOptions configures a PostgreSQL primary with streaming replicas.
@@ -209,7 +210,35 @@ func (c *PostgresCluster) CreateDatabase(ctx context.Context, name string) error
 	if !isIdent(name) {
 		return fmt.Errorf("engines: bad database name %q", name)
 	}
-	return c.Primary.Exec(ctx, "postgres", "CREATE DATABASE "+name)
+	if err := c.Primary.Exec(ctx, "postgres", "CREATE DATABASE "+name); err != nil {
+		return err
+	}
+	return c.WaitReplayed(ctx)
+}
+
+// WaitReplayed waits until every running, unpaused replica has replayed everything the primary
+// has written so far.
+func (c *PostgresCluster) WaitReplayed(ctx context.Context) error {
+	target, err := c.Primary.CurrentLSN(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range c.Replicas {
+		if !r.Running() || r.Paused() {
+			continue
+		}
+		err := waitFor(ctx, r.process, "replay to catch up", func(ctx context.Context) error {
+			got, err := r.ReplayLSN(ctx)
+			if err == nil && got < target {
+				err = fmt.Errorf("replayed %X of %X", got, target)
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close kills every node. It is safe after a partial start.
@@ -352,16 +381,8 @@ func (n *PGNode) Promote(ctx context.Context) error {
 
 // ParseLSN parses a PostgreSQL LSN of the form "16/B374D848" into a byte position.
 func ParseLSN(s string) (uint64, error) {
-	hi, lo, ok := strings.Cut(s, "/")
-	if !ok {
-		return 0, fmt.Errorf("engines: bad LSN %q", s)
-	}
-	h, err1 := strconv.ParseUint(hi, 16, 32)
-	l, err2 := strconv.ParseUint(lo, 16, 32)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("engines: bad LSN %q", s)
-	}
-	return h<<32 | l, nil
+	l, err := replica.ParseLSN(s)
+	return uint64(l), err
 }
 
 func isIdent(s string) bool {
