@@ -203,8 +203,8 @@ type Breaker struct {
 	openStreak     int        // trips since the last close, for OpenBackoff
 	probes         int        // probes in flight in the current half-open generation
 	probeSuccesses int        // probe successes in the current half-open generation
-	trips          uint64
-	win            *window // nil without a ratio policy
+	trips          uint64     // transitions to open since New, for Stats
+	win            *window    // nil without a ratio policy
 }
 
 // New returns a breaker configured by cfg, or an error wrapping [ErrInvalidConfig].
