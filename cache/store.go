@@ -1,0 +1,88 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Entry is what a Store returns for a key: a value at a version, or the knowledge that the
+// source had no value at that version (a negative entry).
+//
+// Versions come from the source of truth (docstore versions: +1 on every write, delete
+// included, never going backwards for an id), so any two entries for a key are ordered by
+// version alone. Version 0 is used only by negative entries for ids that were never written
+// (or whose deletion version the source did not report).
+//
+// Besides entries, a store keeps tombstones, left by Invalidate: a tombstone at version v says
+// "the source has moved to version v; anything older is stale". A tombstone is never returned
+// by Get (it is a miss) and only refuses stale sets.
+type Entry struct {
+	// Value is the cached value. Nil for a negative entry. A present, empty value ([]byte{})
+	// is a hit, not a miss.
+	Value []byte
+	// Version is the source's version of the value (or of the deletion that made it absent).
+	Version int64
+	// Negative marks "absent at Version": a cached not-found, or a tombstone.
+	Negative bool
+}
+
+// SetResult says what SetIfNewer did.
+type SetResult int
+
+const (
+	// Stored: the entry was written.
+	Stored SetResult = iota + 1
+	// Refused: the store holds something at least as new (see Store); the set would have
+	// been stale or redundant, so nothing was written.
+	Refused
+)
+
+// Store is the contract every cache store satisfies: in-process memory, Redis, Redis Cluster,
+// Memcached, two-tier. Implementations are safe for concurrent use and bound every network
+// call by a timeout.
+//
+// The one rule that prevents stale sets, applied atomically by SetIfNewer and Invalidate (a
+// Lua script in Redis, gets/cas in Memcached, a CAS loop in memory):
+//   - SetIfNewer(e) writes iff the key holds nothing, or a tombstone of version <= e.Version,
+//     or an entry of version < e.Version.
+//   - Invalidate(v) writes a tombstone at v iff the key holds nothing, or anything of version
+//     <= v. A newer entry or tombstone is left alone.
+type Store interface {
+	// Get returns the entry under key; ok is false on a miss. Expired entries are misses.
+	Get(ctx context.Context, key string) (e Entry, ok bool, err error)
+	// SetIfNewer stores e under key for ttl unless the store holds a newer entry or
+	// tombstone (see the rule above).
+	SetIfNewer(ctx context.Context, key string, e Entry, ttl time.Duration) (SetResult, error)
+	// Invalidate replaces whatever is under key with a tombstone at version for ttl, unless
+	// the store already holds something newer. After it returns, no SetIfNewer with a version
+	// < version succeeds while the tombstone lives: keep ttl longer than the longest load, so
+	// that a slow reader's stale set is always refused.
+	Invalidate(ctx context.Context, key string, version int64, ttl time.Duration) error
+	// Delete removes key whatever its version (for tests and administration; strategies use
+	// Invalidate).
+	Delete(ctx context.Context, key string) error
+	// Lease tries to take the fill lease for key for ttl: the cross-process stampede guard.
+	// Exactly one caller holds an unexpired lease; the others get ok == false and should wait
+	// for the holder's fill (polling Get) or read the source themselves after a bound.
+	Lease(ctx context.Context, key string, ttl time.Duration) (l Lease, ok bool, err error)
+	// Close releases the store's resources.
+	Close() error
+}
+
+// Lease is a held fill lease.
+type Lease interface {
+	// Release gives the lease up early (after the fill). Releasing an expired or stolen lease
+	// is a no-op: only the holder's token can release it.
+	Release(ctx context.Context) error
+}
+
+// Errors callers act on.
+var (
+	// ErrUnavailable reports a store that cannot answer now (down, timed out, breaker open).
+	// Strategies then read the source directly and still complete writes.
+	ErrUnavailable = errors.New("cache: store unavailable")
+	// ErrConfig reports a strategy or store built with options that cannot keep their
+	// promise (write-behind without a durable queue, for example).
+	ErrConfig = errors.New("cache: invalid configuration")
+)
