@@ -35,7 +35,6 @@ type process struct {
 	cmd      *exec.Cmd
 	done     chan struct{} // closed when the current child has exited
 	paused   bool
-	startErr error
 }
 
 // start runs the command once. It returns after the child has been forked; readiness is the
