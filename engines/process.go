@@ -24,17 +24,17 @@ const stopTimeout = 10 * time.Second
 // process is one child process with a fixed command line, restartable any number of times.
 // It is safe for concurrent use.
 type process struct {
-	name     string
-	bin      string
-	args     []string
-	logPath  string
-	cred     *syscall.Credential
-	stopSig  syscall.Signal
-	env      []string
-	mu       sync.Mutex // protects cmd and done
-	cmd      *exec.Cmd
-	done     chan struct{} // closed when the current child has exited
-	paused   bool
+	name    string
+	bin     string
+	args    []string
+	logPath string
+	cred    *syscall.Credential
+	stopSig syscall.Signal
+	env     []string
+	mu      sync.Mutex // protects cmd and done
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the current child has exited
+	paused  bool
 }
 
 // start runs the command once. It returns after the child has been forked; readiness is the
