@@ -136,6 +136,3 @@ func (c clock) nanos(t time.Time) int64 { return int64(t.Sub(c.epoch)) }
 // now is nanos(time.Now()). time.Since reads only the monotonic clock, which
 // costs half of a full time.Now.
 func (c clock) now() int64 { return int64(time.Since(c.epoch)) }
-
-// ceilDiv returns ceil(a/b) for a >= 0, b > 0.
-func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
