@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"testing"
@@ -296,5 +297,26 @@ func TestFailuresDuringBanDoNotLengthenIt(t *testing.T) {
 	}
 	if until := r.Status(t0)[r1].BannedUntil; !until.Equal(at(time.Second)) {
 		t.Fatalf("banned until %v, want %v: failures during the ban lengthened it", until, at(time.Second))
+	}
+}
+
+func TestSessionState(t *testing.T) {
+	s := NewSession(Session, Token{}.Add(2, 50))
+	if s.MinLSN(2) != 50 || s.MinLSN(3) != 0 {
+		t.Fatalf("MinLSN = %v, %v", s.MinLSN(2), s.MinLSN(3))
+	}
+	s.Wrote(3, 70)
+	s.Wrote(2, 40) // older than the token's: kept at 50
+	if tok := s.Token(); tok.For(2) != 50 || tok.For(3) != 70 {
+		t.Fatalf("token after writes = %v", tok.Positions())
+	}
+	if NewSession(Eventual, Token{}.Add(2, 50)).MinLSN(2) != 0 {
+		t.Fatal("an eventual read asked for a position")
+	}
+	if SessionFrom(context.Background()) != nil {
+		t.Fatal("a session from nowhere")
+	}
+	if got := SessionFrom(WithSession(context.Background(), s)); got != s {
+		t.Fatal("WithSession/SessionFrom lost the session")
 	}
 }

@@ -37,6 +37,8 @@ type Node struct {
 
 // Config describes one shard. Zero values are defaults.
 type Config struct {
+	// Shard is the shard's number in read-your-writes tokens.
+	Shard    uint32
 	Primary  Node
 	Replicas []Node
 	// Router tunes lag bounds, bans and the replica policy.
@@ -314,6 +316,31 @@ func (s *Set) failed(i int, err error) error {
 		return fmt.Errorf("%w: %s: %w", replica.ErrNoPrimary, s.nodes[i].Name, err)
 	}
 	return err
+}
+
+// WriteSession is Write for a request whose consistency travels in ctx (replica.WithSession):
+// the commit position is recorded in the session, for the token handed back to the client.
+func (s *Set) WriteSession(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	lsn, err := s.Write(ctx, fn)
+	if err != nil {
+		return err
+	}
+	if ss := replica.SessionFrom(ctx); ss != nil {
+		ss.Wrote(s.cfg.Shard, lsn)
+	}
+	return nil
+}
+
+// ReadSession is Read for a request whose consistency travels in ctx: strong reads go to the
+// primary, session reads need the session token's position on this shard, and reads without
+// a session are eventual.
+func (s *Set) ReadSession(ctx context.Context, fn func(ctx context.Context, q Querier) error) (ReadInfo, error) {
+	var opts ReadOptions
+	if ss := replica.SessionFrom(ctx); ss != nil {
+		opts.Strong = ss.Mode() == replica.Strong
+		opts.MinLSN = ss.MinLSN(s.cfg.Shard)
+	}
+	return s.Read(ctx, opts, fn)
 }
 
 // Read runs fn on the node chosen for opts and says which node served it. If the node fails

@@ -325,3 +325,49 @@ func TestPromotedReplicaFollowedStalePrimaryNeverWritten(t *testing.T) {
 		t.Fatalf("the stale primary received a write: v = %d", v)
 	}
 }
+
+func TestSessionInContextCarriesReadYourWrites(t *testing.T) {
+	c, db := testenv.SharedPostgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := openDB(t, c, db, replica.Config{MaxLag: -1, MaxLagBytes: -1})
+	put(t, s, 1, 1)
+	lagging := c.Replicas[0]
+	if err := lagging.PauseReplay(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lagging.ResumeReplay(context.Background()) })
+
+	// A request in session mode writes; its token goes back to the client.
+	first := replica.NewSession(replica.Session, replica.Token{})
+	err := s.WriteSession(replica.WithSession(ctx, first), exec("UPDATE doc SET v = 2 WHERE id = 1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := first.Token()
+	if tok.For(0) == 0 {
+		t.Fatal("the session recorded no position for the write")
+	}
+	// The client's next requests present the token: none may read the old version.
+	for range 100 {
+		next := replica.WithSession(ctx, replica.NewSession(replica.Session, tok))
+		var v int
+		info, err := s.ReadSession(next, func(ctx context.Context, q pgreplica.Querier) error {
+			return q.QueryRow(ctx, "SELECT v FROM doc WHERE id = 1").Scan(&v)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != 2 || info.Node == lagging.Name {
+			t.Fatalf("session read got v=%d from %s after writing v=2", v, info.Node)
+		}
+	}
+	// Strong reads go to the primary whatever the token.
+	strong := replica.WithSession(ctx, replica.NewSession(replica.Strong, replica.Token{}))
+	info, err := s.ReadSession(strong, func(ctx context.Context, q pgreplica.Querier) error {
+		return q.QueryRow(ctx, "SELECT 1").Scan(new(int))
+	})
+	if err != nil || !info.Primary {
+		t.Fatalf("strong read served by %+v, %v", info, err)
+	}
+}
