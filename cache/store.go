@@ -48,6 +48,12 @@ const (
 //     or an entry of version < e.Version.
 //   - Invalidate(v) writes a tombstone at v iff the key holds nothing, or anything of version
 //     <= v. A newer entry or tombstone is left alone.
+//
+// An expired entry, tombstone or lease counts as absent. A ttl <= 0 means no expiry.
+// Values are immutable once handed over: the caller does not modify e.Value after passing it
+// to SetIfNewer, nor a Value returned by Get, so an in-process store may share the slice.
+// Leases live beside entries: taking or releasing a lease does not touch the key's entry.
+// Package cachetest is the conformance suite every implementation passes.
 type Store interface {
 	// Get returns the entry under key; ok is false on a miss. Expired entries are misses.
 	Get(ctx context.Context, key string) (e Entry, ok bool, err error)

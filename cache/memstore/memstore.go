@@ -1,0 +1,248 @@
+package memstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+
+	"github.com/strata-project/strata/cache"
+)
+
+// DefaultMaxBytes is the capacity of a store whose Config.MaxBytes is zero: 64 MiB.
+const DefaultMaxBytes = 64 << 20
+
+// entryOverhead approximates the bytes an entry costs beyond its key and value: the item,
+// otter's node and the hash table slot.
+const entryOverhead = 96
+
+// noExpiry stands for "does not expire" (ttl <= 0): about 146 years.
+const noExpiry = time.Duration(1 << 62)
+
+// ErrClosed reports a call on a closed store.
+var ErrClosed = errors.New("memstore: closed")
+
+// Config configures a Store. The zero value is valid.
+type Config struct {
+	// MaxBytes is the capacity: keys plus values plus a fixed overhead per entry. When full,
+	// otter's W-TinyLFU policy evicts the entries least likely to be used again. Default
+	// DefaultMaxBytes (64 MiB).
+	MaxBytes int64
+	// OnEvict, when not nil, is called after an entry (or tombstone) was evicted for lack of
+	// room, on a goroutine of otter's. Expiry is not eviction. Default nil.
+	OnEvict func(key string)
+}
+
+// kinds of item.
+const (
+	kindValue uint8 = iota
+	kindNegative
+	kindTombstone
+)
+
+// item is what otter holds for a key. Items are immutable once stored.
+type item struct {
+	value   []byte
+	version int64
+	ttl     time.Duration
+	kind    uint8
+}
+
+// lease is a held fill lease.
+type lease struct {
+	token uint64
+	ttl   time.Duration
+}
+
+// Store is an in-process cache.Store over otter v2. It is safe for concurrent use.
+type Store struct {
+	items     *otter.Cache[string, *item]
+	leases    *otter.Cache[string, lease]
+	tokens    atomic.Uint64
+	evictions atomic.Uint64
+	closed    atomic.Bool
+}
+
+var _ cache.Store = (*Store)(nil)
+
+// New returns an empty store.
+func New(cfg Config) (*Store, error) {
+	if cfg.MaxBytes < 0 {
+		return nil, fmt.Errorf("%w: memstore: MaxBytes %d is negative", cache.ErrConfig, cfg.MaxBytes)
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = DefaultMaxBytes
+	}
+	s := &Store{}
+	items, err := otter.New(&otter.Options[string, *item]{
+		MaximumWeight: uint64(cfg.MaxBytes),
+		Weigher: func(k string, it *item) uint32 {
+			return uint32(min(len(k)+len(it.value)+entryOverhead, 1<<31))
+		},
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *item]) time.Duration {
+			return e.Value.ttl
+		}),
+		OnDeletion: func(e otter.DeletionEvent[string, *item]) {
+			if e.Cause.IsEviction() && e.Cause != otter.CauseExpiration {
+				s.evictions.Add(1)
+				if cfg.OnEvict != nil {
+					cfg.OnEvict(e.Key)
+				}
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: memstore: %v", cache.ErrConfig, err)
+	}
+	leases, err := otter.New(&otter.Options[string, lease]{
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, lease]) time.Duration {
+			return e.Value.ttl
+		}),
+	})
+	if err != nil {
+		items.StopAllGoroutines()
+		return nil, fmt.Errorf("%w: memstore: %v", cache.ErrConfig, err)
+	}
+	s.items, s.leases = items, leases
+	return s, nil
+}
+
+func ttlOf(ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		return noExpiry
+	}
+	return ttl
+}
+
+// Get returns the entry under key. It never blocks and never fails before Close.
+func (s *Store) Get(_ context.Context, key string) (cache.Entry, bool, error) {
+	it, ok := s.items.GetIfPresent(key)
+	if !ok || it.kind == kindTombstone {
+		if s.closed.Load() {
+			return cache.Entry{}, false, ErrClosed
+		}
+		return cache.Entry{}, false, nil
+	}
+	return cache.Entry{Value: it.value, Version: it.version, Negative: it.kind == kindNegative}, true, nil
+}
+
+// SetIfNewer stores e unless the store holds a newer entry or tombstone (see cache.Store).
+// The store keeps e.Value without copying it.
+func (s *Store) SetIfNewer(_ context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	kind, value := kindValue, e.Value
+	if e.Negative {
+		kind, value = kindNegative, nil
+	} else if value == nil {
+		value = []byte{}
+	}
+	next := &item{value: value, version: e.Version, ttl: ttlOf(ttl), kind: kind}
+	res := cache.Refused
+	s.items.Compute(key, func(old *item, found bool) (*item, otter.ComputeOp) {
+		if found && (old.version > e.Version || (old.version == e.Version && old.kind != kindTombstone)) {
+			return old, otter.CancelOp
+		}
+		res = cache.Stored
+		return next, otter.WriteOp
+	})
+	return res, nil
+}
+
+// Invalidate leaves a tombstone at version unless the store holds something newer.
+func (s *Store) Invalidate(_ context.Context, key string, version int64, ttl time.Duration) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	tomb := &item{version: version, ttl: ttlOf(ttl), kind: kindTombstone}
+	s.items.Compute(key, func(old *item, found bool) (*item, otter.ComputeOp) {
+		if found && old.version > version {
+			return old, otter.CancelOp
+		}
+		return tomb, otter.WriteOp
+	})
+	return nil
+}
+
+// Delete removes key's entry or tombstone.
+func (s *Store) Delete(_ context.Context, key string) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	s.items.Invalidate(key)
+	return nil
+}
+
+// Lease takes the fill lease of key for ttl if nobody holds an unexpired one.
+func (s *Store) Lease(_ context.Context, key string, ttl time.Duration) (cache.Lease, bool, error) {
+	if s.closed.Load() {
+		return nil, false, ErrClosed
+	}
+	token := s.tokens.Add(1)
+	got := false
+	s.leases.Compute(key, func(old lease, found bool) (lease, otter.ComputeOp) {
+		if found {
+			return old, otter.CancelOp
+		}
+		got = true
+		return lease{token: token, ttl: ttlOf(ttl)}, otter.WriteOp
+	})
+	if !got {
+		return nil, false, nil
+	}
+	return &heldLease{s: s, key: key, token: token}, true, nil
+}
+
+// heldLease is a lease taken by Lease.
+type heldLease struct {
+	s     *Store
+	key   string
+	token uint64
+}
+
+// Release frees the lease if it is still this holder's.
+func (l *heldLease) Release(context.Context) error {
+	l.s.leases.ComputeIfPresent(l.key, func(old lease) (lease, otter.ComputeOp) {
+		if old.token != l.token {
+			return old, otter.CancelOp
+		}
+		return old, otter.InvalidateOp
+	})
+	return nil
+}
+
+// Stats is a snapshot of a store's counters.
+type Stats struct {
+	// Entries is the number of entries and tombstones held (an estimate).
+	Entries int
+	// Bytes is the weighted size: keys, values and per-entry overhead.
+	Bytes uint64
+	// Evictions counts entries removed for lack of room since New.
+	Evictions uint64
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	return Stats{Entries: s.items.EstimatedSize(), Bytes: s.items.WeightedSize(), Evictions: s.evictions.Load()}
+}
+
+// Clear removes every entry, tombstone and lease, as a restart of the cache would.
+func (s *Store) Clear() {
+	s.items.InvalidateAll()
+	s.leases.InvalidateAll()
+}
+
+// Close stops the store's background goroutines. Calls after Close fail with ErrClosed
+// (a Get may still answer from memory until then). Close is idempotent.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.items.StopAllGoroutines()
+	s.leases.StopAllGoroutines()
+	return nil
+}
