@@ -1,0 +1,525 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/strata-project/strata/breaker"
+)
+
+// Config configures a Cache. Only Store is required (and Source for Get and the writes);
+// every other zero value is a sensible default.
+type Config struct {
+	// Store holds the cached entries: memstore, redisstore, memcachestore, two-tier. Required.
+	Store Store
+	// Source is the source of truth for Get (read-through), WriteThrough, WriteAround and
+	// Delete. Default nil: only GetFunc (cache-aside with a loader per call) is usable.
+	Source Source
+	// TTL is the lifetime of a cached value. Default 5 minutes.
+	TTL time.Duration
+	// NegativeTTL is the lifetime of a cached not-found. Default 30 seconds.
+	NegativeTTL time.Duration
+	// TombstoneTTL is the lifetime of an invalidation's tombstone. It must outlast the
+	// slowest load, or a load that began before a write could still set its old value after
+	// the tombstone expired. Default 2*LoadTimeout, at least one minute.
+	TombstoneTTL time.Duration
+	// Jitter shortens each TTL by a random fraction in [0, Jitter) so that keys filled
+	// together do not expire together. Default 0.1; negative disables it. At most 1.
+	Jitter float64
+	// LoadTimeout bounds one load from the source. The load runs detached from the caller
+	// that started it: callers that give up return at once, the load carries on for the
+	// others. Default 5 seconds.
+	LoadTimeout time.Duration
+	// StoreTimeout bounds the store calls of the write path, which run detached from the
+	// caller's cancellation so that a write's invalidation is not abandoned halfway. Reads
+	// rely on the store's own timeouts. Default 1 second.
+	StoreTimeout time.Duration
+	// LeaseTTL is the lifetime of the fill lease that lets one process load a missed key
+	// while the others wait for its fill. Default LoadTimeout. Negative disables leases.
+	LeaseTTL time.Duration
+	// LeaseWait bounds how long a process that did not get the lease polls the store for the
+	// holder's fill before loading the key itself. Default 1 second.
+	LeaseWait time.Duration
+	// Breaker guards the store: errors and timeouts count as failures, and while it is open
+	// reads go straight to the source and writes queue their invalidation. Default: a breaker
+	// with breaker.Config's defaults (opens after 5 failures in a row, for 10 seconds).
+	Breaker *breaker.Breaker
+	// PendingPath is the file of invalidations that could not be applied yet (the store was
+	// down). They are replayed at New and retried every RetryInterval; while a key has one,
+	// reads of the key bypass the cache. Default "": kept in memory only, lost on a crash.
+	PendingPath string
+	// RetryInterval is the pause between retries of pending invalidations. Default 1 second.
+	RetryInterval time.Duration
+	// Hooks are called on events, for metrics. Default: none.
+	Hooks Hooks
+	// Logger receives errors that have no caller to return to (a failed retry). Default
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Hooks are optional callbacks on cache events; each runs synchronously on the goroutine of
+// the event and must be fast. A nil field is skipped.
+type Hooks struct {
+	// OnLoad is called after each load from the source with its duration and error.
+	OnLoad func(key string, d time.Duration, err error)
+	// OnRefused is called when the store refused a stale set (a newer version was there).
+	OnRefused func(key string, version int64)
+	// OnPending is called when an invalidation could not be applied and was queued, with the
+	// queue depth.
+	OnPending func(key string, version int64, depth int)
+}
+
+// Stats is a snapshot of a Cache's counters, totals since New. Evictions are counted by the
+// store (memstore.Stats, for one).
+type Stats struct {
+	Hits, Misses   uint64 // lookups answered by the store, and the others
+	Loads          uint64 // loads from the source
+	LoadErrors     uint64 // loads that failed (not-found is not a failure)
+	Refused        uint64 // sets refused because the store held a newer version
+	StoreErrors    uint64 // store calls that failed or were refused by the breaker
+	Bypassed       uint64 // reads that skipped the cache because the key had a pending invalidation
+	LeaseWaits     uint64 // misses that waited for another process's fill
+	PendingDepth   int    // invalidations queued now
+	PendingRetried uint64 // pending invalidations applied by the retry loop
+}
+
+// Cache applies the caching strategies over a Store and a Source: read-through (Get),
+// cache-aside (GetFunc), write-through (WriteThrough), write-around with invalidation
+// (WriteAround) and Delete. It is safe for concurrent use. Close stops its goroutines.
+type Cache struct {
+	cfg     Config
+	store   Store
+	src     Source
+	br      *breaker.Breaker
+	flights flights
+	pending *pendingSet
+	log     *slog.Logger
+
+	hits, misses, loads, loadErrors, refused, storeErrors, bypassed, leaseWaits, retried atomic.Uint64
+
+	wake    chan struct{} // nudges the retry loop
+	stop    chan struct{} // closed by Close
+	wg      sync.WaitGroup
+	closing sync.Once
+}
+
+// New validates cfg and returns a Cache whose retry loop is running. Errors wrap ErrConfig.
+func New(cfg Config) (*Cache, error) {
+	if cfg.Store == nil {
+		return nil, fmt.Errorf("%w: Store is nil", ErrConfig)
+	}
+	if cfg.TTL < 0 || cfg.NegativeTTL < 0 || cfg.TombstoneTTL < 0 || cfg.LoadTimeout < 0 ||
+		cfg.StoreTimeout < 0 || cfg.LeaseWait < 0 || cfg.RetryInterval < 0 {
+		return nil, fmt.Errorf("%w: negative duration", ErrConfig)
+	}
+	if cfg.Jitter > 1 {
+		return nil, fmt.Errorf("%w: Jitter %v above 1", ErrConfig, cfg.Jitter)
+	}
+	cfg.TTL = orDefault(cfg.TTL, 5*time.Minute)
+	cfg.NegativeTTL = orDefault(cfg.NegativeTTL, 30*time.Second)
+	cfg.LoadTimeout = orDefault(cfg.LoadTimeout, 5*time.Second)
+	cfg.TombstoneTTL = orDefault(cfg.TombstoneTTL, max(2*cfg.LoadTimeout, time.Minute))
+	if cfg.TombstoneTTL < cfg.LoadTimeout {
+		return nil, fmt.Errorf("%w: TombstoneTTL %v shorter than LoadTimeout %v", ErrConfig, cfg.TombstoneTTL, cfg.LoadTimeout)
+	}
+	if cfg.Jitter == 0 {
+		cfg.Jitter = 0.1
+	}
+	cfg.StoreTimeout = orDefault(cfg.StoreTimeout, time.Second)
+	cfg.LeaseTTL = orDefault(cfg.LeaseTTL, cfg.LoadTimeout)
+	cfg.LeaseWait = orDefault(cfg.LeaseWait, time.Second)
+	cfg.RetryInterval = orDefault(cfg.RetryInterval, time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	br := cfg.Breaker
+	if br == nil {
+		var err error
+		if br, err = breaker.New(breaker.Config{Name: "cache"}); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
+	p, err := openPending(cfg.PendingPath)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{
+		cfg: cfg, store: cfg.Store, src: cfg.Source, br: br, pending: p, log: cfg.Logger,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}),
+	}
+	c.wg.Add(1)
+	go c.retryLoop()
+	if p.n.Load() > 0 {
+		c.nudge()
+	}
+	return c, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// Get returns the value of key, from the store or else from the Source (read-through). An
+// absent key returns an error wrapping ErrNotFound. The returned slice must not be modified.
+func (c *Cache) Get(ctx context.Context, key string) ([]byte, error) {
+	if c.src == nil {
+		return nil, fmt.Errorf("%w: Get needs a Source", ErrConfig)
+	}
+	return c.get(ctx, key, c.src.Load)
+}
+
+// GetFunc is cache-aside: it returns the value of key from the store, or else from load,
+// with the same stampede protection, negative caching and stale-set guard as Get.
+func (c *Cache) GetFunc(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
+	return c.get(ctx, key, load)
+}
+
+func (c *Cache) get(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
+	if c.pending.has(key) {
+		c.bypassed.Add(1)
+		v, _, err := c.loadOnce(ctx, key, load)
+		return v, err
+	}
+	e, ok, err := c.storeGet(ctx, key)
+	if ok {
+		c.hits.Add(1)
+		if e.Negative {
+			return nil, notFound(key)
+		}
+		return e.Value, nil
+	}
+	c.misses.Add(1)
+	f, leader := c.flights.join(key)
+	if leader {
+		c.wg.Add(1)
+		go c.fill(context.WithoutCancel(ctx), key, load, f, err == nil)
+	}
+	select {
+	case <-f.done:
+		return f.value, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// storeGet reads the store through the breaker.
+func (c *Cache) storeGet(ctx context.Context, key string) (Entry, bool, error) {
+	tok, err := c.br.Allow()
+	if err != nil {
+		c.storeErrors.Add(1)
+		return Entry{}, false, err
+	}
+	e, ok, err := c.store.Get(ctx, key)
+	tok.Done(err)
+	if err != nil {
+		c.storeErrors.Add(1)
+		return Entry{}, false, err
+	}
+	return e, ok, nil
+}
+
+// fill is the leader of a flight: it takes the fill lease (or waits for another process's
+// fill), loads the key, stores the result if newer, and publishes it to the flight.
+func (c *Cache) fill(ctx context.Context, key string, load LoadFunc, f *flight, storeUp bool) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
+	defer cancel()
+	if storeUp && c.cfg.LeaseTTL > 0 {
+		l, ok, err := c.lease(ctx, key)
+		switch {
+		case err != nil:
+			storeUp = false
+		case ok:
+			defer func() {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.StoreTimeout)
+				_ = l.Release(rctx)
+				cancel()
+			}()
+		default:
+			if e, hit := c.awaitFill(ctx, key); hit {
+				if e.Negative {
+					c.flights.finish(key, f, nil, notFound(key))
+				} else {
+					c.flights.finish(key, f, e.Value, nil)
+				}
+				return
+			}
+		}
+	}
+	value, version, err := c.loadOnce(ctx, key, load)
+	switch {
+	case err == nil:
+		if storeUp {
+			c.set(ctx, key, Entry{Value: value, Version: version}, c.cfg.TTL)
+		}
+	case errors.Is(err, ErrNotFound):
+		if storeUp {
+			c.set(ctx, key, Entry{Negative: true, Version: version}, c.cfg.NegativeTTL)
+		}
+	}
+	c.flights.finish(key, f, value, err)
+}
+
+func (c *Cache) lease(ctx context.Context, key string) (Lease, bool, error) {
+	tok, err := c.br.Allow()
+	if err != nil {
+		c.storeErrors.Add(1)
+		return nil, false, err
+	}
+	l, ok, err := c.store.Lease(ctx, key, c.cfg.LeaseTTL)
+	tok.Done(err)
+	if err != nil {
+		c.storeErrors.Add(1)
+	}
+	return l, ok, err
+}
+
+// awaitFill polls the store, with growing pauses, for another process's fill of key, for at
+// most LeaseWait.
+func (c *Cache) awaitFill(ctx context.Context, key string) (Entry, bool) {
+	c.leaseWaits.Add(1)
+	deadline := time.Now().Add(c.cfg.LeaseWait)
+	pause := 2 * time.Millisecond
+	t := time.NewTimer(pause)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return Entry{}, false
+		case <-c.stop:
+			return Entry{}, false
+		}
+		e, ok, err := c.storeGet(ctx, key)
+		if err != nil {
+			return Entry{}, false
+		}
+		if ok {
+			return e, true
+		}
+		if !time.Now().Add(pause).Before(deadline) {
+			return Entry{}, false
+		}
+		pause = min(2*pause, 50*time.Millisecond)
+		t.Reset(pause)
+	}
+}
+
+// loadOnce calls load and counts it.
+func (c *Cache) loadOnce(ctx context.Context, key string, load LoadFunc) ([]byte, int64, error) {
+	start := time.Now()
+	value, version, err := load(ctx, key)
+	c.loads.Add(1)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		c.loadErrors.Add(1)
+	}
+	if h := c.cfg.Hooks.OnLoad; h != nil {
+		h(key, time.Since(start), err)
+	}
+	if err == nil && value == nil {
+		value = []byte{}
+	}
+	return value, version, err
+}
+
+// set stores e if newer, unless key has a pending invalidation. It reports whether the
+// store answered (stored or refused).
+func (c *Cache) set(ctx context.Context, key string, e Entry, ttl time.Duration) bool {
+	if c.pending.has(key) {
+		return true
+	}
+	tok, err := c.br.Allow()
+	if err != nil {
+		c.storeErrors.Add(1)
+		return false
+	}
+	r, err := c.store.SetIfNewer(ctx, key, e, c.jitter(ttl))
+	tok.Done(err)
+	if err != nil {
+		c.storeErrors.Add(1)
+		return false
+	}
+	if r == Refused {
+		c.refused.Add(1)
+		if h := c.cfg.Hooks.OnRefused; h != nil {
+			h(key, e.Version)
+		}
+	}
+	return true
+}
+
+func (c *Cache) jitter(ttl time.Duration) time.Duration {
+	if c.cfg.Jitter <= 0 {
+		return ttl
+	}
+	return ttl - time.Duration(rand.Float64()*c.cfg.Jitter*float64(ttl))
+}
+
+// WriteThrough writes value to the Source, then stores it in the cache at the written
+// version unless the cache holds something newer. When the store's answer is unknown (an
+// error, a timeout, an open breaker) it invalidates the key instead, and if that fails too
+// the invalidation is queued and retried; the write still succeeds. It returns the new
+// version.
+func (c *Cache) WriteThrough(ctx context.Context, key string, value []byte) (int64, error) {
+	if c.src == nil {
+		return 0, fmt.Errorf("%w: WriteThrough needs a Source", ErrConfig)
+	}
+	v, err := c.src.Write(ctx, key, value)
+	if err != nil {
+		return 0, err
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.StoreTimeout)
+	defer cancel()
+	if !c.set(sctx, key, Entry{Value: value, Version: v}, c.cfg.TTL) {
+		c.invalidate(sctx, key, v)
+	}
+	return v, nil
+}
+
+// WriteAround is the cache-aside write: it writes value to the Source, then invalidates the
+// key at the new version (the next read loads it). It returns the new version.
+func (c *Cache) WriteAround(ctx context.Context, key string, value []byte) (int64, error) {
+	if c.src == nil {
+		return 0, fmt.Errorf("%w: WriteAround needs a Source", ErrConfig)
+	}
+	v, err := c.src.Write(ctx, key, value)
+	if err != nil {
+		return 0, err
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.StoreTimeout)
+	defer cancel()
+	c.invalidate(sctx, key, v)
+	return v, nil
+}
+
+// Delete deletes key from the Source, then invalidates it at the deletion's version. It
+// returns the deletion's version, or an error wrapping ErrNotFound if the key was absent.
+func (c *Cache) Delete(ctx context.Context, key string) (int64, error) {
+	if c.src == nil {
+		return 0, fmt.Errorf("%w: Delete needs a Source", ErrConfig)
+	}
+	v, err := c.src.Delete(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.StoreTimeout)
+	defer cancel()
+	c.invalidate(sctx, key, v)
+	return v, nil
+}
+
+// Invalidate leaves a tombstone for key at version in the store (for writers that wrote the
+// source themselves). If the store cannot take it now, it is queued and retried.
+func (c *Cache) Invalidate(ctx context.Context, key string, version int64) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.StoreTimeout)
+	defer cancel()
+	c.invalidate(sctx, key, version)
+}
+
+func (c *Cache) invalidate(ctx context.Context, key string, v int64) {
+	if c.pending.has(key) || c.tryInvalidate(ctx, key, v) != nil {
+		c.enqueue(key, v)
+	}
+}
+
+func (c *Cache) tryInvalidate(ctx context.Context, key string, v int64) error {
+	tok, err := c.br.Allow()
+	if err != nil {
+		c.storeErrors.Add(1)
+		return err
+	}
+	err = c.store.Invalidate(ctx, key, v, c.cfg.TombstoneTTL)
+	tok.Done(err)
+	if err != nil {
+		c.storeErrors.Add(1)
+	}
+	return err
+}
+
+func (c *Cache) enqueue(key string, v int64) {
+	if err := c.pending.add(key, v); err != nil {
+		c.log.Error("cache: pending invalidation kept in memory only", "key", key, "version", v, "err", err)
+	}
+	if h := c.cfg.Hooks.OnPending; h != nil {
+		h(key, v, int(c.pending.n.Load()))
+	}
+	c.nudge()
+}
+
+func (c *Cache) nudge() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// retryLoop applies pending invalidations: at once when nudged, then every RetryInterval
+// while any remain.
+func (c *Cache) retryLoop() {
+	defer c.wg.Done()
+	t := time.NewTimer(c.cfg.RetryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.wake:
+		case <-t.C:
+		}
+		c.retryPending()
+		if c.pending.n.Load() > 0 {
+			t.Reset(c.cfg.RetryInterval)
+		}
+	}
+}
+
+func (c *Cache) retryPending() {
+	for key, v := range c.pending.snapshot() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.StoreTimeout)
+		err := c.tryInvalidate(ctx, key, v)
+		cancel()
+		if err != nil {
+			return // the store is still down: wait for the next round
+		}
+		c.pending.done(key, v)
+		c.retried.Add(1)
+	}
+	if err := c.pending.compact(); err != nil {
+		c.log.Error("cache: compact pending invalidations", "err", err)
+	}
+}
+
+// Stats returns the counters.
+func (c *Cache) Stats() Stats {
+	return Stats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), Loads: c.loads.Load(),
+		LoadErrors: c.loadErrors.Load(), Refused: c.refused.Load(), StoreErrors: c.storeErrors.Load(),
+		Bypassed: c.bypassed.Load(), LeaseWaits: c.leaseWaits.Load(),
+		PendingDepth: int(c.pending.n.Load()), PendingRetried: c.retried.Load(),
+	}
+}
+
+// Close stops the retry loop, waits for loads in flight and closes the pending file. It
+// does not close the Store or the Source. Pending invalidations stay in the file for the
+// next New. Close is idempotent.
+func (c *Cache) Close() error {
+	var err error
+	c.closing.Do(func() {
+		close(c.stop)
+		c.wg.Wait()
+		err = c.pending.close()
+	})
+	return err
+}

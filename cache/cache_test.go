@@ -1,0 +1,365 @@
+package cache_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/strata-project/strata/breaker"
+	"github.com/strata-project/strata/cache"
+	"github.com/strata-project/strata/cache/memstore"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newMem(t *testing.T) *memstore.Store {
+	t.Helper()
+	s, err := memstore.New(memstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func newCache(t *testing.T, cfg cache.Config) *cache.Cache {
+	t.Helper()
+	c, err := cache.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func mustGet(t *testing.T, get func(context.Context, string) ([]byte, error), key string) string {
+	t.Helper()
+	v, err := get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("Get(%q): %v", key, err)
+	}
+	return string(v)
+}
+
+// TestSeedFlawStaleSet replays the stale-set schedule: a reader misses and loads v1; a
+// writer writes v2 to the source and invalidates; the reader then sets v1. The seed's
+// cache-aside serves v1 from then on; Strata's refuses the stale set and serves v2.
+func TestSeedFlawStaleSet(t *testing.T) {
+	type client struct {
+		get   func(context.Context, string) ([]byte, error)
+		write func(context.Context, string, []byte) error
+	}
+	run := func(t *testing.T, src *fakeSource, c client) string {
+		ctx := context.Background()
+		src.Write(ctx, "k", []byte("v1"))
+		loaded, proceed := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		src.setHook(func(string) {
+			once.Do(func() { close(loaded); <-proceed })
+		})
+		readerDone := make(chan struct{})
+		go func() {
+			defer close(readerDone)
+			if _, err := c.get(ctx, "k"); err != nil {
+				t.Errorf("reader: %v", err)
+			}
+		}()
+		<-loaded // the reader holds v1
+		if err := c.write(ctx, "k", []byte("v2")); err != nil {
+			t.Fatal(err)
+		}
+		close(proceed) // the reader sets v1
+		<-readerDone
+		src.setHook(nil)
+		return mustGet(t, c.get, "k")
+	}
+	t.Run("naive", func(t *testing.T) {
+		src := newFakeSource()
+		n := newNaive(src)
+		if got := run(t, src, client{n.Get, n.Write}); got != "v1" {
+			t.Fatalf("the naive reference served %q after the race; the replay no longer shows the flaw", got)
+		}
+	})
+	t.Run("strata", func(t *testing.T) {
+		src := newFakeSource()
+		c := newCache(t, cache.Config{Store: newMem(t), Source: src})
+		write := func(ctx context.Context, k string, v []byte) error { _, err := c.WriteAround(ctx, k, v); return err }
+		if got := run(t, src, client{c.Get, write}); got != "v2" {
+			t.Fatalf("served %q after the stale-set race, want v2", got)
+		}
+		if st := c.Stats(); st.Refused != 1 {
+			t.Fatalf("Refused = %d, want the one stale set", st.Refused)
+		}
+	})
+}
+
+// TestSeedFlawEmptyValueIsMiss: the seed's `if cached:` reloads an empty value on every read.
+func TestSeedFlawEmptyValueIsMiss(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource()
+	src.Write(ctx, "empty", []byte{})
+	n := newNaive(src)
+	for range 3 {
+		mustGet(t, n.Get, "empty")
+	}
+	if got := src.loads.Load(); got != 3 {
+		t.Fatalf("naive: %d loads for 3 reads of an empty value; the flaw no longer shows", got)
+	}
+	src.loads.Store(0)
+	c := newCache(t, cache.Config{Store: newMem(t), Source: src})
+	for range 3 {
+		if v := mustGet(t, c.Get, "empty"); v != "" {
+			t.Fatalf("Get = %q", v)
+		}
+	}
+	if got := src.loads.Load(); got != 1 {
+		t.Fatalf("%d loads for 3 reads of an empty value, want 1", got)
+	}
+}
+
+func TestNegativeCachingClearedByWrite(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource()
+	c := newCache(t, cache.Config{Store: newMem(t), Source: src})
+	for range 3 {
+		if _, err := c.Get(ctx, "absent"); !errors.Is(err, cache.ErrNotFound) {
+			t.Fatalf("Get of an absent key: %v, want ErrNotFound", err)
+		}
+	}
+	if got := src.loads.Load(); got != 1 {
+		t.Fatalf("%d loads for 3 reads of an absent key, want 1 (negative entry)", got)
+	}
+	if _, err := c.WriteThrough(ctx, "absent", []byte("now here")); err != nil {
+		t.Fatal(err)
+	}
+	if v := mustGet(t, c.Get, "absent"); v != "now here" {
+		t.Fatalf("Get after write = %q", v)
+	}
+	if _, err := c.Delete(ctx, "absent"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, "absent"); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("Get after Delete: %v, want ErrNotFound", err)
+	}
+}
+
+func TestWriteThroughOrdersConcurrentWriters(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource()
+	c := newCache(t, cache.Config{Store: newMem(t), Source: src})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				if _, err := c.WriteThrough(ctx, "k", []byte(fmt.Sprint(w, "-", i))); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	want, _, _ := src.Load(ctx, "k")
+	if got := mustGet(t, c.Get, "k"); got != string(want) {
+		t.Fatalf("cache holds %q, source %q", got, want)
+	}
+}
+
+// TestStampedeOneLoad: 300 concurrent misses of one key over 3 caches sharing one store (3
+// app servers) cause exactly one load: singleflight within each, the lease across them.
+func TestStampedeOneLoad(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource()
+	src.Write(ctx, "hot", []byte("value"))
+	store := newMem(t)
+	var caches []*cache.Cache
+	for range 3 {
+		caches = append(caches, newCache(t, cache.Config{Store: store, Source: src, LeaseWait: time.Minute}))
+	}
+	release := make(chan struct{})
+	src.setHook(func(string) { <-release })
+	const perCache = 100
+	var wg sync.WaitGroup
+	for _, c := range caches {
+		for range perCache {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if v, err := c.Get(ctx, "hot"); err != nil || string(v) != "value" {
+					t.Errorf("Get = %q, %v", v, err)
+				}
+			}()
+		}
+	}
+	// Hold the one load until every caller has missed.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var misses uint64
+		for _, c := range caches {
+			misses += c.Stats().Misses
+		}
+		if misses == 3*perCache {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d misses", misses)
+		}
+		time.Sleep(time.Millisecond) // polling
+	}
+	close(release)
+	wg.Wait()
+	if got := src.loads.Load(); got != 1 {
+		t.Fatalf("%d loads for %d concurrent misses over 3 caches, want 1", got, 3*perCache)
+	}
+}
+
+// TestLoadDetachedFromFirstCaller: the first caller giving up does not cancel the load that
+// the others wait for.
+func TestLoadDetachedFromFirstCaller(t *testing.T) {
+	src := newFakeSource()
+	src.Write(context.Background(), "k", []byte("v"))
+	c := newCache(t, cache.Config{Store: newMem(t), Source: src})
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	src.setHook(func(string) { once.Do(func() { close(started) }); <-release })
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() { _, err := c.Get(ctx1, "k"); first <- err }()
+	<-started
+	second := make(chan string, 1)
+	go func() { v, _ := c.Get(context.Background(), "k"); second <- string(v) }()
+	for c.Stats().Misses < 2 {
+		time.Sleep(time.Millisecond) // polling
+	}
+	cancel1()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first caller: %v, want context.Canceled", err)
+	}
+	close(release)
+	if v := <-second; v != "v" {
+		t.Fatalf("second caller got %q, want v", v)
+	}
+	if n := src.loads.Load(); n != 1 {
+		t.Fatalf("%d loads, want 1", n)
+	}
+}
+
+// TestStoreDown: with the store failing, reads go to the source, writes succeed, and the
+// invalidation that could not be applied is applied once the store is back, so the value
+// cached before the outage is not served after it.
+func TestStoreDown(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource()
+	store := &flakyStore{Store: newMem(t)}
+	br, err := breaker.New(breaker.Config{ConsecutiveFailures: 2, OpenDuration: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCache(t, cache.Config{Store: store, Source: src, Breaker: br, RetryInterval: 5 * time.Millisecond})
+	c.WriteThrough(ctx, "k", []byte("v1"))
+	if v := mustGet(t, c.Get, "k"); v != "v1" {
+		t.Fatalf("Get = %q", v)
+	}
+	store.down.Store(true)
+	if _, err := c.WriteThrough(ctx, "k", []byte("v2")); err != nil {
+		t.Fatalf("write with the store down: %v", err)
+	}
+	for range 5 {
+		if v := mustGet(t, c.Get, "k"); v != "v2" {
+			t.Fatalf("Get with the store down = %q, want v2", v)
+		}
+	}
+	if st := c.Stats(); st.PendingDepth != 1 || st.StoreErrors == 0 {
+		t.Fatalf("stats %+v: want one pending invalidation and store errors", st)
+	}
+	store.down.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Stats().PendingDepth != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("pending invalidation never applied")
+		}
+		time.Sleep(5 * time.Millisecond) // polling
+	}
+	if v := mustGet(t, c.Get, "k"); v != "v2" {
+		t.Fatalf("Get after recovery = %q, want v2", v)
+	}
+}
+
+// TestPendingInvalidationsSurviveRestart: an invalidation queued while the store was down is
+// in the pending file, and a new Cache over the same file applies it.
+func TestPendingInvalidationsSurviveRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "pending")
+	src := newFakeSource()
+	mem := newMem(t)
+	store := &flakyStore{Store: mem}
+	mem.SetIfNewer(ctx, "k", cache.Entry{Value: []byte("old"), Version: 1}, time.Hour)
+	src.Write(ctx, "k", []byte("old"))
+	store.down.Store(true)
+	c1, err := cache.New(cache.Config{Store: store, Source: src, PendingPath: path, RetryInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.WriteAround(ctx, "k", []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c1.Close(); err != nil { // a crash would leave the same file: it is synced
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); len(b) == 0 {
+		t.Fatal("pending file empty after a failed invalidation")
+	}
+	store.down.Store(false)
+	c2 := newCache(t, cache.Config{Store: store, Source: src, PendingPath: path})
+	deadline := time.Now().Add(10 * time.Second)
+	for c2.Stats().PendingDepth != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("replayed invalidation never applied")
+		}
+		time.Sleep(5 * time.Millisecond) // polling
+	}
+	if r, _ := mem.SetIfNewer(ctx, "k", cache.Entry{Value: []byte("old"), Version: 1}, time.Hour); r != cache.Refused {
+		t.Fatal("the replayed invalidation left no tombstone: a stale set of v1 was stored")
+	}
+	if v := mustGet(t, c2.Get, "k"); v != "new" {
+		t.Fatalf("Get = %q, want new", v)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for name, cfg := range map[string]cache.Config{
+		"no store":        {},
+		"negative TTL":    {Store: newMem(t), TTL: -1},
+		"jitter above 1":  {Store: newMem(t), Jitter: 2},
+		"short tombstone": {Store: newMem(t), TombstoneTTL: time.Second, LoadTimeout: time.Minute},
+	} {
+		if _, err := cache.New(cfg); !errors.Is(err, cache.ErrConfig) {
+			t.Errorf("%s: New = %v, want ErrConfig", name, err)
+		}
+	}
+	c := newCache(t, cache.Config{Store: newMem(t)})
+	if _, err := c.Get(context.Background(), "k"); !errors.Is(err, cache.ErrConfig) {
+		t.Errorf("Get without a Source = %v, want ErrConfig", err)
+	}
+}
+
+func ExampleCache() {
+	store, _ := memstore.New(memstore.Config{})
+	defer store.Close()
+	src := newFakeSource()
+	c, _ := cache.New(cache.Config{Store: store, Source: src})
+	defer c.Close()
+	ctx := context.Background()
+	v, _ := c.WriteThrough(ctx, "user:1", []byte("ada"))
+	got, _ := c.Get(ctx, "user:1")
+	fmt.Println(v, string(got), c.Stats().Loads)
+	// Output: 1 ada 0
+}
