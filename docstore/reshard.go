@@ -133,10 +133,9 @@ const copyBatch = 500
 // The source keeps its copy until Cleanup. If the fence's work does not finish within
 // FenceTimeout, or the digests differ, nothing switches and an error wrapping ErrReshard is
 // returned.
-func (s *Sharded) MovePartition(ctx context.Context, mv shard.Move) (MoveStats, error) {
+func (s *Sharded) MovePartition(ctx context.Context, mv shard.Move) (st MoveStats, err error) {
 	s.reshardMu.Lock()
 	defer s.reshardMu.Unlock()
-	var st MoveStats
 	if s.closed.Load() {
 		return st, ErrClosed
 	}

@@ -1,6 +1,3 @@
-// Package docstoretest is the conformance suite every docstore.Store passes: the SQLite and
-// PostgreSQL backends and the sharded store run the same checks, so they are interchangeable
-// behind the interface.
 package docstoretest
 
 import (
