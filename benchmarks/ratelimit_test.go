@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/strata-project/strata/ratelimit"
 	"golang.org/x/time/rate"
@@ -28,40 +29,53 @@ func rateLimitKeySet() []string {
 	return keys
 }
 
+func benchGCRA(b *testing.B, keys []string, clk *ratelimit.CoarseClock) {
+	l, err := ratelimit.NewGCRA(ratelimit.GCRAConfig{
+		Rate:  ratelimit.PerSecond(rateLimitPerSecond),
+		Burst: rateLimitBurst,
+		Clock: clk,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var denied atomic.Int64
+	var next atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(7919)) // spread goroutines over the key set
+		for pb.Next() {
+			if !l.Allow(keys[i%len(keys)]) {
+				denied.Add(1)
+			}
+			i++
+		}
+	})
+	if denied.Load() != 0 {
+		b.Fatalf("%d calls denied, want all allowed", denied.Load())
+	}
+}
+
 // BenchmarkRateLimitKeyedParallel compares one keyed limiter decision under
 // parallel callers, every call on a different key of a pre-generated set of
 // 10,000, cycling.
 //
-//   - strata: ratelimit.GCRA (sharded map, one atomic int64 per key).
+//   - strata: ratelimit.GCRA (lock-free sharded table, one atomic int64
+//     per key), reading the monotonic clock on every call.
+//   - strata-coarseclock: the same with a ratelimit.CoarseClock of 1ms
+//     resolution, which replaces the clock read by a load from memory.
 //   - x-time-rate: one golang.org/x/time/rate.Limiter per key in a sync.Map,
 //     Load and, on a miss, LoadOrStore, then Allow (the common pattern; the
 //     Load first spares the peer an allocation per call).
 func BenchmarkRateLimitKeyedParallel(b *testing.B) {
 	keys := rateLimitKeySet()
 	b.Run("strata", func(b *testing.B) {
-		l, err := ratelimit.NewGCRA(ratelimit.GCRAConfig{
-			Rate:  ratelimit.PerSecond(rateLimitPerSecond),
-			Burst: rateLimitBurst,
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		var denied atomic.Int64
-		var next atomic.Uint64
-		b.ReportAllocs()
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			i := int(next.Add(7919)) // spread goroutines over the key set
-			for pb.Next() {
-				if !l.Allow(keys[i%len(keys)]) {
-					denied.Add(1)
-				}
-				i++
-			}
-		})
-		if denied.Load() != 0 {
-			b.Fatalf("%d calls denied, want all allowed", denied.Load())
-		}
+		benchGCRA(b, keys, nil)
+	})
+	b.Run("strata-coarseclock", func(b *testing.B) {
+		clk := ratelimit.NewCoarseClock(time.Millisecond)
+		defer clk.Close()
+		benchGCRA(b, keys, clk)
 	})
 	b.Run("x-time-rate", func(b *testing.B) {
 		var m sync.Map

@@ -8,6 +8,9 @@
 // in-memory limiter also has AllowNAt(now, key, n), which decides at a given
 // instant. The plain forms read the monotonic clock (time.Since on a
 // reference taken at construction), so wall-clock steps never move a limit.
+// Where reading the clock costs more than the decision (it does on many
+// virtual machines), a [CoarseClock] shared by the limiters replaces it with
+// a load from memory, at the price of up to one tick of lag.
 //
 //   - [GCRA]: a token bucket (rate plus burst) kept as one int64 per key,
 //     the theoretical arrival time, updated by compare-and-swap without a
@@ -37,7 +40,9 @@
 // a new key takes the shard's mutex. When a table is half full, the
 // inserting caller rebuilds it with the keys that are not idle and
 // publishes the new one: memory follows the number of active keys, with no
-// goroutine to own. A key is idle when its state is the same as that of a
+// goroutine to own. A lookup's first access to the key's entry is an atomic
+// read-modify-write, so that on a multi-core machine the entry's cache line
+// moves to the deciding core once, not once to read and again to write. A key is idle when its state is the same as that of a
 // key never seen (for GCRA, a full bucket: a theoretical arrival time in
 // the past), so evicting it changes no decision; a one-second grace keeps
 // that exact for callers whose instants lag slightly behind. A caller that

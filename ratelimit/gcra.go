@@ -15,6 +15,12 @@ type GCRAConfig struct {
 	// Burst is the most events a key can be granted at once (the bucket
 	// size). Default (0): Rate.Limit.
 	Burst int
+	// Clock, when set, is read by the plain forms (Allow, AllowN) instead
+	// of the system's monotonic clock: cheaper, at the price of up to one
+	// resolution of lag (see CoarseClock). AllowNAt is not affected. The
+	// caller owns the clock and closes it. Default (nil): the monotonic
+	// clock is read on every call.
+	Clock *CoarseClock
 }
 
 // GCRA is a keyed token bucket implemented as the Generic Cell Rate
@@ -59,7 +65,11 @@ func NewGCRA(cfg GCRAConfig) (*GCRA, error) {
 	if burst < 0 || int64(burst) > maxSpan/t {
 		return nil, fmt.Errorf("%w: burst %d", ErrInvalidConfig, cfg.Burst)
 	}
-	g := &GCRA{clock: newClock(), interval: t, tau: int64(burst) * t, burst: burst}
+	clk := newClock()
+	if cfg.Clock != nil {
+		clk = clock{epoch: cfg.Clock.epoch, coarse: cfg.Clock}
+	}
+	g := &GCRA{clock: clk, interval: t, tau: int64(burst) * t, burst: burst}
 	g.store = newStore(func(e *gcraEntry) { e.tat.Store(tatEmpty) }, func(e *gcraEntry, now int64) bool {
 		tat := e.tat.Load()
 		return tat <= now-idleGrace && e.tat.CompareAndSwap(tat, tatDead)
@@ -98,7 +108,7 @@ func (g *GCRA) allow(t int64, key string, n int) (Decision, error) {
 	for {
 		e := g.store.get(key, t)
 		for {
-			tat := e.tat.Load()
+			tat := e.tat.Load() // the lookup took the line for writing
 			if tat == tatDead {
 				break // evicted under us: look the key up again
 			}

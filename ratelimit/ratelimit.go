@@ -122,17 +122,3 @@ func checkCost(n, limit int) error {
 	}
 	return nil
 }
-
-// clock turns time.Time values into int64 nanoseconds since the limiter's
-// creation, using the monotonic reading when both instants carry one
-// (time.Now does) and the wall clock otherwise (instants built with
-// time.Date, as in tests).
-type clock struct{ epoch time.Time }
-
-func newClock() clock { return clock{epoch: time.Now()} }
-
-func (c clock) nanos(t time.Time) int64 { return int64(t.Sub(c.epoch)) }
-
-// now is nanos(time.Now()). time.Since reads only the monotonic clock, which
-// costs half of a full time.Now.
-func (c clock) now() int64 { return int64(time.Since(c.epoch)) }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/strata-project/strata/ratelimit"
@@ -424,4 +425,40 @@ func TestManyKeysBoundedMemory(t *testing.T) {
 	if n := l.Purge(at(time.Duration(total)*step + 3*time.Second)); n != 0 {
 		t.Errorf("Purge left %d keys after all went idle", n)
 	}
+}
+
+// TestCoarseClock drives a CoarseClock on the fake clock of synctest: the
+// plain form decides at the last tick, and Close stops the goroutine (the
+// bubble would not end otherwise).
+func TestCoarseClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clk := ratelimit.NewCoarseClock(10 * ms)
+		defer clk.Close()
+		l, err := ratelimit.NewGCRA(ratelimit.GCRAConfig{Rate: ratelimit.PerSecond(100), Burst: 1, Clock: clk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := clk.Now()
+		if !l.Allow("k") || l.Allow("k") {
+			t.Fatal("burst 1: want allow then deny at one instant")
+		}
+		time.Sleep(5 * ms) // less than a tick: the clock has not moved
+		synctest.Wait()
+		if l.Allow("k") || clk.Now() != start {
+			t.Fatalf("allowed before the clock advanced (clock at %v)", clk.Now().Sub(start))
+		}
+		time.Sleep(5 * ms) // the tick at 10ms
+		synctest.Wait()
+		if got := clk.Now().Sub(start); got != 10*ms {
+			t.Fatalf("clock advanced by %v, want 10ms", got)
+		}
+		if !l.Allow("k") {
+			t.Fatal("denied after a tick of one emission interval")
+		}
+		clk.Close()
+		time.Sleep(50 * ms)
+		if got := clk.Now().Sub(start); got != 10*ms {
+			t.Fatalf("closed clock advanced to %v", got)
+		}
+	})
 }

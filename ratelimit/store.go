@@ -51,9 +51,13 @@ type shard[E any] struct {
 }
 
 type node[E any] struct {
-	val  E
-	hash uint64
+	// hash is set before the node is published and never changes. find
+	// reads it with Add(0), which takes the node's cache line for writing:
+	// the caller is about to update val, and taking the line once costs
+	// one transfer from another core instead of two (read, then upgrade).
+	hash atomic.Uint64
 	key  string
+	val  E
 }
 
 type table[E any] struct {
@@ -70,14 +74,14 @@ func newTable[E any](n int) *table[E] {
 func (t *table[E]) find(h uint64, key string) *node[E] {
 	for i := (h >> 8) & t.mask; ; i = (i + 1) & t.mask {
 		n := t.slots[i].Load()
-		if n == nil || (n.hash == h && n.key == key) {
+		if n == nil || (n.hash.Add(0) == h && n.key == key) {
 			return n
 		}
 	}
 }
 
 func (t *table[E]) put(n *node[E]) {
-	i := (n.hash >> 8) & t.mask
+	i := (n.hash.Load() >> 8) & t.mask
 	for t.slots[i].Load() != nil {
 		i = (i + 1) & t.mask
 	}
@@ -122,7 +126,8 @@ func (s *store[E]) insert(sh *shard[E], h uint64, key string, now int64) *E {
 		t = s.rebuild(sh, t, now, 1)
 	}
 	// Clone: the caller's key may share memory with a large buffer.
-	n := &node[E]{hash: h, key: strings.Clone(key)}
+	n := &node[E]{key: strings.Clone(key)}
+	n.hash.Store(h)
 	s.init(&n.val)
 	t.put(n)
 	sh.count++
