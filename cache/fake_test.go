@@ -152,4 +152,3 @@ func (n *naive) clear() {
 	clear(n.m)
 	n.mu.Unlock()
 }
-
