@@ -99,7 +99,7 @@ func TestFixedWindowSequenceAndEdgeBurst(t *testing.T) {
 		{at: 999 * ms, n: 1, want: deny(0, ms, ms, 3)},              // denied
 		{at: time.Second, n: 3, want: allow(0, time.Second, 3)},     // new window [1s, 2s)
 		{at: 1500 * ms, n: 1, want: deny(0, 500*ms, 500*ms, 3)},     //
-		{at: 5 * time.Second, n: 0, want: allow(3, 0, 3)},           // re-anchored, empty
+		{at: 4900 * ms, n: 0, want: allow(3, 0, 3)},                 // a query opens no window
 		{at: 5 * time.Second, n: 1, want: allow(2, 1000*ms, 3)},     // window [5s, 6s)
 		{at: 5900 * ms, n: 2, want: allow(0, 100*ms, 3)},            // 3 at the end ...
 		{at: 6 * time.Second, n: 3, want: allow(0, time.Second, 3)}, // ... 3 at the start:
@@ -137,6 +137,8 @@ func TestSlidingWindowSequence(t *testing.T) {
 		{at: 2 * time.Second, n: 2, want: deny(1, 333333334, time.Second, 4)},
 		{at: 2500 * ms, n: 2, want: allow(0, 1500*ms, 4)}, // 3*0.5=1.5 + 2 = 3.5
 		{at: 10 * time.Second, n: 4, want: allow(0, 2*time.Second, 4)},
+		{at: 13 * time.Second, n: 0, want: allow(4, 0, 4)}, // a query anchors nothing
+		{at: 13500 * ms, n: 1, want: allow(3, 2*time.Second, 4)},
 	})
 }
 

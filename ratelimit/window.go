@@ -88,6 +88,10 @@ func NewFixedWindow(cfg WindowConfig) (*FixedWindow, error) {
 			return Decision{}, false
 		}
 		if !e.started || t-e.start >= win {
+			if n == 0 {
+				// A query opens no window: the key is simply full.
+				return Decision{Allowed: true, Limit: cfg.Limit, Remaining: cfg.Limit}, true
+			}
 			e.started, e.start, e.count = true, t, 0
 		}
 		reset := time.Duration(max(e.start+win-t, 0))
@@ -172,6 +176,10 @@ func NewSlidingWindow(cfg WindowConfig) (*SlidingWindow, error) {
 		el := t - e.start
 		switch {
 		case !e.started || el >= 2*win:
+			if n == 0 {
+				// A query anchors no window: the key is simply full.
+				return Decision{Allowed: true, Limit: limit, Remaining: limit}, true
+			}
 			e.started, e.start, e.prev, e.curr, el = true, t, 0, 0, 0
 		case el >= win:
 			e.start, e.prev, e.curr, el = e.start+win, e.curr, 0, el-win
