@@ -1,22 +1,3 @@
-// Package httplimit is HTTP middleware that applies a ratelimit.Limiter to
-// each request.
-//
-// A request's key comes from a KeyFunc: the client address (ByClientIP,
-// which reads X-Forwarded-For or Forwarded only behind trusted proxies),
-// an API key header (ByHeader), the route (ByRoute), any function, or
-// combinations (FirstOf, Join). Its cost is 1 unless Config.Cost says
-// otherwise.
-//
-// Every response carries the fields of the IETF draft
-// draft-ietf-httpapi-ratelimit-headers, for example
-//
-//	RateLimit-Policy: "default";q=100;w=60
-//	RateLimit: "default";r=50;t=30
-//
-// and a denied request gets 429 Too Many Requests with Retry-After (whole
-// seconds, rounded up) and an RFC 9457 application/problem+json body. When
-// the limiter also has a Release(key, n) method (ratelimit.Concurrency), the
-// units are given back when the handler returns.
 package httplimit
 
 import (
