@@ -1,0 +1,48 @@
+// Package redisstore is a cache.Store over Redis standalone or Redis Cluster, built on
+// rueidis (auto-pipelining: concurrent calls share connections and are written in batches).
+//
+// # Layout
+//
+// Each entry is one Redis string under Prefix+"e:"+key: a flags byte (negative, tombstone),
+// the version as eight big-endian bytes, then the value. Get is a single GET — atomic without
+// a script, and cacheable on the client. SetIfNewer and Invalidate are Lua scripts (EVALSHA)
+// that read the stored header and apply the ordering rule of cache.Store in one step; they
+// touch one key each, so they run unchanged on Redis Cluster, and keys spread over all
+// masters by their own hash slot. Versions are compared exactly over the whole int64 range
+// (as two 32-bit halves, since Lua numbers are doubles). A fill lease is a separate key,
+// Prefix+"l:"+key, taken with SET NX PX and a random token and released by a
+// compare-and-delete script, so a holder whose lease expired cannot free a successor's.
+//
+// # Failures
+//
+// Every call is bounded by Config.Timeout (default 250ms) on top of the caller's context.
+// Transport errors, timeouts, a closed client and transient server states (LOADING,
+// CLUSTERDOWN, TRYAGAIN, ...) wrap cache.ErrUnavailable, so that a breaker in front of the
+// store can open and strategies fall back to the source. A paused (hung) server costs one
+// Timeout per call, never more; the connection is replaced after a few timeouts.
+//
+// # Client-side caching
+//
+// With Config.ClientCacheTTL > 0, Get goes through rueidis's server-assisted client-side
+// cache (RESP3 CLIENT TRACKING): a hit is served from process memory, and Redis pushes an
+// invalidation to every client that cached a key when the key changes. The staleness bound:
+//   - Writes through the same Store are read back at once: after a completed SetIfNewer,
+//     Invalidate or Delete, that Store's Get bypasses its client-side cache for the key for
+//     one ClientCacheTTL (bound 0 for read-your-writes).
+//   - A write by another client: Redis queues the invalidation before that client's write
+//     returns, but it reaches this process asynchronously. Once it has been processed
+//     (Config.OnInvalidate is called after the copy was dropped), Get returns the new state;
+//     until then Get may return the old one. In practice that is one network delivery, but
+//     it has no hard bound beyond ClientCacheTTL: a copy is never served longer than
+//     ClientCacheTTL after it was fetched, and a broken connection drops all its copies.
+//
+// Use client-side caching for data that tolerates ClientCacheTTL of staleness across
+// processes; keep it off where a cross-process read must see every completed write.
+//
+// # Compared with a plain client
+//
+// A go-redis GET per hit costs a network round trip on a pooled connection per call;
+// rueidis pipelines concurrent calls on a few connections, and client-side caching removes
+// the round trip for hot keys altogether while still being invalidated by the server. The
+// versioned scripts cost one EVALSHA per write; reads stay a plain GET.
+package redisstore
