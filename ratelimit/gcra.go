@@ -83,14 +83,15 @@ func (g *GCRA) Policy() Policy {
 	return Policy{Quota: g.burst, Window: time.Duration(g.tau)}
 }
 
-// Allow is AllowNAt(time.Now(), key, 1).Allowed.
+// Allow reports whether one event for key may happen now, as AllowN.
 func (g *GCRA) Allow(key string) bool {
 	d, _ := g.allow(g.clock.now(), key, 1)
 	return d.Allowed
 }
 
-// AllowN is AllowNAt(time.Now(), key, n). ctx is not used: the decision is
-// local and never blocks.
+// AllowN decides n events for key now: at time.Now() (its monotonic
+// reading), or at the reading of the configured CoarseClock. ctx is not
+// used: the decision is local and never blocks.
 func (g *GCRA) AllowN(_ context.Context, key string, n int) (Decision, error) {
 	return g.allow(g.clock.now(), key, n)
 }
