@@ -101,7 +101,8 @@ type Cache struct {
 	pending *pendingSet
 	log     *slog.Logger
 
-	hits, misses, loads, loadErrors, refused, storeErrors, bypassed, leaseWaits, retried atomic.Uint64
+	hits                                                                           stripedCounter
+	misses, loads, loadErrors, refused, storeErrors, bypassed, leaseWaits, retried atomic.Uint64
 
 	wake    chan struct{} // nudges the retry loop
 	stop    chan struct{} // closed by Close
@@ -184,30 +185,40 @@ func (c *Cache) GetFunc(ctx context.Context, key string, load LoadFunc) ([]byte,
 }
 
 func (c *Cache) get(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
-	if c.pending.has(key) {
-		c.bypassed.Add(1)
-		v, _, err := c.loadOnce(ctx, key, load)
-		return v, err
-	}
-	e, ok, err := c.storeGet(ctx, key)
-	if ok {
-		c.hits.Add(1)
-		if e.Negative {
-			return nil, notFound(key)
+	missed := false
+	for {
+		if c.pending.has(key) {
+			c.bypassed.Add(1)
+			v, _, err := c.loadOnce(ctx, key, load)
+			return v, err
 		}
-		return e.Value, nil
-	}
-	c.misses.Add(1)
-	f, leader := c.flights.join(key)
-	if leader {
-		c.wg.Add(1)
-		go c.fill(context.WithoutCancel(ctx), key, load, f, err == nil)
-	}
-	select {
-	case <-f.done:
-		return f.value, f.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+		e, ok, err := c.storeGet(ctx, key)
+		if ok {
+			c.hits.add(key)
+			if e.Negative {
+				return nil, notFound(key)
+			}
+			return e.Value, nil
+		}
+		if !missed {
+			c.misses.Add(1)
+			missed = true
+		}
+		f, leader, joined := c.flights.join(key)
+		if leader {
+			c.wg.Add(1)
+			go c.fill(context.WithoutCancel(ctx), key, load, f, err == nil)
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if leader || (joined && f.shared) {
+			return f.value, f.err
+		}
+		// The flight's read began before this call, or its result was read from the store
+		// on the leader's behalf: start over.
 	}
 }
 
@@ -246,15 +257,17 @@ func (c *Cache) fill(ctx context.Context, key string, load LoadFunc, f *flight, 
 			}()
 		default:
 			if e, hit := c.awaitFill(ctx, key); hit {
+				// The joiners re-read the store themselves: this read may predate their call.
 				if e.Negative {
-					c.flights.finish(key, f, nil, notFound(key))
+					c.flights.finish(key, f, nil, notFound(key), false)
 				} else {
-					c.flights.finish(key, f, e.Value, nil)
+					c.flights.finish(key, f, e.Value, nil, false)
 				}
 				return
 			}
 		}
 	}
+	c.flights.start(f)
 	value, version, err := c.loadOnce(ctx, key, load)
 	switch {
 	case err == nil:
@@ -266,7 +279,7 @@ func (c *Cache) fill(ctx context.Context, key string, load LoadFunc, f *flight, 
 			c.set(ctx, key, Entry{Negative: true, Version: version}, c.cfg.NegativeTTL)
 		}
 	}
-	c.flights.finish(key, f, value, err)
+	c.flights.finish(key, f, value, err, true)
 }
 
 func (c *Cache) lease(ctx context.Context, key string) (Lease, bool, error) {
@@ -504,7 +517,7 @@ func (c *Cache) retryPending() {
 // Stats returns the counters.
 func (c *Cache) Stats() Stats {
 	return Stats{
-		Hits: c.hits.Load(), Misses: c.misses.Load(), Loads: c.loads.Load(),
+		Hits: c.hits.load(), Misses: c.misses.Load(), Loads: c.loads.Load(),
 		LoadErrors: c.loadErrors.Load(), Refused: c.refused.Load(), StoreErrors: c.storeErrors.Load(),
 		Bypassed: c.bypassed.Load(), LeaseWaits: c.leaseWaits.Load(),
 		PendingDepth: int(c.pending.n.Load()), PendingRetried: c.retried.Load(),
@@ -522,4 +535,27 @@ func (c *Cache) Close() error {
 		err = c.pending.close()
 	})
 	return err
+}
+
+// stripedCounter is a counter spread over cache lines, so that parallel hits on different
+// keys do not contend on one word. The stripe is picked from the key's last byte and length.
+type stripedCounter [16]struct {
+	n atomic.Uint64
+	_ [56]byte
+}
+
+func (s *stripedCounter) add(key string) {
+	i := len(key)
+	if i > 0 {
+		i += int(key[i-1])
+	}
+	s[i&15].n.Add(1)
+}
+
+func (s *stripedCounter) load() uint64 {
+	var n uint64
+	for i := range s {
+		n += s[i].n.Load()
+	}
+	return n
 }
