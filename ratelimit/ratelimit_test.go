@@ -464,3 +464,49 @@ func TestCoarseClock(t *testing.T) {
 		}
 	})
 }
+
+// TestParallelWithEviction counts the calls allowed on hot keys while
+// another goroutine inserts new keys, so that shard tables are rebuilt and
+// idle keys evicted under the callers' feet: every hot key still gets
+// exactly its burst at one instant.
+func TestParallelWithEviction(t *testing.T) {
+	const burst, hot, idle, fresh, callers = 3, 500, 50_000, 200_000, 4
+	l, err := ratelimit.NewGCRA(ratelimit.GCRAConfig{Rate: ratelimit.PerSecond(1), Burst: burst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range idle {
+		l.AllowNAt(t0, "idle-"+strconv.Itoa(i), 1) // full again (idle) after 1s
+	}
+	now := at(10 * time.Second)
+	counts := make([]atomic.Int64, hot)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range fresh {
+			l.AllowNAt(now, "new-"+strconv.Itoa(i), 1)
+		}
+	})
+	for c := range callers {
+		wg.Go(func() {
+			for round := range 2 * burst {
+				for i := range hot {
+					k := (i*7 + c*131 + round) % hot
+					if d, _ := l.AllowNAt(now, "hot-"+strconv.Itoa(k), 1); d.Allowed {
+						counts[k].Add(1)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for k := range counts {
+		if got := counts[k].Load(); got != burst {
+			t.Fatalf("hot key %d: %d allowed, want exactly %d", k, got, burst)
+		}
+	}
+	// Inserting 200,000 keys rebuilds every shard's table at least once,
+	// which drops every idle key and keeps every other.
+	if n := l.Len(); n != hot+fresh {
+		t.Fatalf("%d keys held, want %d: hot and new kept, idle evicted", n, hot+fresh)
+	}
+}
