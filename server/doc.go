@@ -1,0 +1,55 @@
+// Package server is Strata's app tier: an HTTP API over JSON documents in collections,
+// backed by a docstore.Store (SQLite, PostgreSQL with replicas, or the sharded store), with
+// the caching strategy, consistency and rate limits chosen per collection.
+//
+// # The API
+//
+// GET, PUT, PATCH (RFC 7396 merge patch) and DELETE on /v1/{collection}/{id}, listing on
+// GET /v1/{collection}?limit=&cursor= and POST /v1/{collection}:batchGet. The document's
+// version is its strong ETag; If-Match makes writes conditional (they map onto
+// PutIfVersion and DeleteIfVersion, so the check and the write are one atomic step in the
+// store), If-None-Match gives 304 on reads and create-only PUTs. Errors are RFC 9457
+// problem+json with a stable type (ProblemTypePrefix + a Problem* name). The OpenAPI file
+// (OpenAPI, served at /openapi.yaml and /openapi.json) documents every route, header and
+// status.
+//
+// # Idempotency
+//
+// A write with an Idempotency-Key applies once. The key is claimed with a conditional create
+// of a record in the reserved collection IdempotencyCollection of the same store, keyed by
+// the principal and the key: the record is as durable as the documents and shared by every
+// app server, and of two concurrent requests with the same key exactly one wins the claim
+// (the other gets 409). The response is stored in the record and replayed to retries.
+//
+// # Security
+//
+// API keys are kept as SHA-256 hashes (see Key for why a fast hash suffices) and compared in
+// constant time against every configured hash; scopes grant read or write per collection
+// and admin. No key gives 401, a missing scope 403; anonymous access is off unless
+// configured. Keys never reach logs or problem bodies. Admin endpoints (metrics, pprof,
+// reload) sit under /admin/ for the admin scope, or on their own listener.
+//
+// # Consistency
+//
+// Each request runs with a replica.SessionState in its context, built from the
+// collection's consistency: strong reads go to the primary, session reads carry the token
+// of the Strata-Session header (and the advanced token is returned on every response),
+// eventual reads may be served by replicas and caches. The store decides where a read goes;
+// the server only states the promise and reports what happened (X-Cache, Age,
+// X-Served-By). A dependency that cannot serve a strong request safely gives 503 with
+// Retry-After: the server fails closed rather than answer with possibly older data.
+//
+// # The access path seam
+//
+// Access is the document access path of a collection: StoreAccess goes straight to the
+// store (strategy none); a caching strategy implements the same interface and says in
+// Source whether the cache answered. Conditional requests, idempotency, auth and limits sit
+// above it and are the same for every strategy.
+//
+// # Compared with the seed
+//
+// The seed's app server is three functions that pick one caching strategy in code and
+// return whatever the cache holds. Here the strategy and the consistency are settings per
+// collection, every response says where its data came from, concurrent writers are ordered
+// by version (If-Match, or the read-merge-write loop of PATCH), and retries are safe.
+package server
