@@ -16,6 +16,7 @@ var version = ""
 const usage = `strata: a scalable web architecture in one binary
 
 Usage:
+  strata lb          run the load balancer (strata lb -h for flags)
   strata version     print the version
   strata help        print this help
 `
@@ -30,6 +31,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "lb":
+		return cmdLB(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "strata", buildVersion())
 		return 0
