@@ -24,6 +24,7 @@ type clientConn struct {
 	peerIP   []byte // textual peer address
 	peerNode []byte // the peer as a Forwarded node
 	trusted  bool   // the peer is a trusted proxy
+	local    []byte // the address the client connected to, Host for HTTP/1.0 requests without one
 
 	req, resp head
 	out       []byte // outgoing head
@@ -46,6 +47,7 @@ func (l *LB) newClientConn(c net.Conn) *clientConn {
 		cc.peerNode = cc.peerIP
 	}
 	cc.trusted = l.trusted && l.resolver.Trusted(cc.peer)
+	cc.local = []byte(c.LocalAddr().String())
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
@@ -418,6 +420,12 @@ func (cc *clientConn) buildRequestHead() {
 	b = append(b, ' ')
 	b = append(b, req.target...)
 	b = append(b, " HTTP/1.1\r\n"...)
+	if req.hostCount == 0 {
+		// An HTTP/1.0 request without Host: HTTP/1.1 requires one.
+		b = append(b, "Host: "...)
+		b = append(b, cc.local...)
+		b = append(b, "\r\n"...)
+	}
 	for _, h := range req.headers {
 		if h.drop {
 			continue
