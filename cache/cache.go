@@ -175,12 +175,15 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, error) {
 	if c.src == nil {
 		return nil, fmt.Errorf("%w: Get needs a Source", ErrConfig)
 	}
-	return c.get(ctx, key, c.src.Load)
+	return c.get(ctx, key, nil)
 }
 
 // GetFunc is cache-aside: it returns the value of key from the store, or else from load,
 // with the same stampede protection, negative caching and stale-set guard as Get.
 func (c *Cache) GetFunc(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
+	if load == nil {
+		return nil, fmt.Errorf("%w: GetFunc needs a LoadFunc", ErrConfig)
+	}
 	return c.get(ctx, key, load)
 }
 
@@ -194,7 +197,7 @@ func (c *Cache) get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 		}
 		e, ok, err := c.storeGet(ctx, key)
 		if ok {
-			c.hits.add(key)
+			c.hits.add()
 			if e.Negative {
 				return nil, notFound(key)
 			}
@@ -327,10 +330,17 @@ func (c *Cache) awaitFill(ctx context.Context, key string) (Entry, bool) {
 	}
 }
 
-// loadOnce calls load and counts it.
+// loadOnce calls load, or the Source's Load when load is nil, and counts it.
 func (c *Cache) loadOnce(ctx context.Context, key string, load LoadFunc) ([]byte, int64, error) {
 	start := time.Now()
-	value, version, err := load(ctx, key)
+	var value []byte
+	var version int64
+	var err error
+	if load == nil { // read-through: the Source (kept out of get so a hit does not allocate)
+		value, version, err = c.src.Load(ctx, key)
+	} else {
+		value, version, err = load(ctx, key)
+	}
 	c.loads.Add(1)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		c.loadErrors.Add(1)
@@ -537,20 +547,16 @@ func (c *Cache) Close() error {
 	return err
 }
 
-// stripedCounter is a counter spread over cache lines, so that parallel hits on different
-// keys do not contend on one word. The stripe is picked from the key's last byte and length.
-type stripedCounter [16]struct {
+// stripedCounter is a counter spread over 64 stripes of two cache lines each, so that
+// parallel callers do not contend on one word: each add picks a stripe at random (the
+// runtime's per-thread generator, a few nanoseconds), whatever the key, so that even a
+// single hot key spreads.
+type stripedCounter [64]struct {
 	n atomic.Uint64
-	_ [56]byte
+	_ [120]byte
 }
 
-func (s *stripedCounter) add(key string) {
-	i := len(key)
-	if i > 0 {
-		i += int(key[i-1])
-	}
-	s[i&15].n.Add(1)
-}
+func (s *stripedCounter) add() { s[rand.Uint32()&63].n.Add(1) }
 
 func (s *stripedCounter) load() uint64 {
 	var n uint64
