@@ -34,6 +34,10 @@ type Config struct {
 	// (RESP3 tracking) when any client changes the key. See the package doc for the bound on
 	// staleness. Default 0: off, every Get asks Redis.
 	ClientCacheTTL time.Duration
+	// MaxFlushDelay lets the client gather concurrent calls for up to this long before
+	// writing them to the connection: fewer system calls on both ends, more throughput
+	// under concurrency, at most this much added latency. Negative: off. Default 20µs.
+	MaxFlushDelay time.Duration
 	// OnInvalidate, when set, is called with the store keys (without Prefix) whose client-side
 	// cached copies Redis invalidated, after they were dropped; nil keys mean "everything" (a
 	// flush or a lost connection). It runs on the connection's reader: keep it fast.
@@ -117,6 +121,12 @@ func New(cfg Config) (*Store, error) {
 		ConnWriteTimeout: max(4*s.timeout, time.Second),
 	}
 	opt.Dialer.Timeout = max(4*s.timeout, time.Second)
+	switch {
+	case cfg.MaxFlushDelay > 0:
+		opt.MaxFlushDelay = cfg.MaxFlushDelay
+	case cfg.MaxFlushDelay == 0:
+		opt.MaxFlushDelay = 20 * time.Microsecond
+	}
 	if fn := cfg.OnInvalidate; fn != nil && cfg.ClientCacheTTL > 0 {
 		prefix := s.prefix + "e:"
 		opt.OnInvalidations = func(msgs []rueidis.RedisMessage) {
