@@ -1,6 +1,7 @@
 package engines
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -118,16 +120,91 @@ func (p *process) exited() <-chan struct{} {
 }
 
 func (p *process) signalGroup(sig syscall.Signal) error {
+	_, err := p.signalTree(sig)
+	return err
+}
+
+// signalTree signals the group and every descendant, and returns the descendants' pids.
+func (p *process) signalTree(sig syscall.Signal) ([]int, error) {
 	cmd, _, err := p.current()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// The child leads its own process group: signal every process in it (PostgreSQL backends,
-	// for example), as a machine failure would.
-	if err := syscall.Kill(-cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("engines: signal %s: %w", p.name, err)
+	pid := cmd.Process.Pid
+	// Signal the child's process group and every descendant: some servers (PostgreSQL) put
+	// each backend in a session of its own, out of the group's reach, and a machine failure
+	// takes them all. Freeze the leader first so that it forks nothing while we look.
+	if sig == syscall.SIGKILL || sig == syscall.SIGSTOP {
+		_ = syscall.Kill(pid, syscall.SIGSTOP)
 	}
-	return nil
+	desc := descendants(pid)
+	for _, d := range desc {
+		_ = syscall.Kill(d, sig)
+	}
+	if err := syscall.Kill(-pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return desc, fmt.Errorf("engines: signal %s: %w", p.name, err)
+	}
+	return desc, nil
+}
+
+// waitGone waits (up to 5s) until none of pids is alive: gone, or a zombie that holds no
+// resources any more.
+func waitGone(pids []int) {
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range pids {
+		for time.Now().Before(deadline) {
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+			if err != nil {
+				break // gone
+			}
+			if i := bytes.LastIndexByte(b, ')'); i >= 0 && len(b) > i+2 && b[i+2] == 'Z' {
+				break // a zombie: its memory and sockets are released
+			}
+			time.Sleep(2 * time.Millisecond) // a killed process takes a moment to exit
+		}
+	}
+}
+
+// descendants returns the pids of every process below pid, read from /proc.
+func descendants(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	children := map[int][]int{}
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The command name is in parentheses and may hold spaces: the ppid follows the last ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			children[ppid] = append(children[ppid], child)
+		}
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
 }
 
 // Kill sends SIGKILL to the whole process group and waits until the child is gone.
@@ -136,11 +213,13 @@ func (p *process) Kill() error {
 	if err != nil {
 		return err
 	}
-	if err := p.signalGroup(syscall.SIGKILL); err != nil {
+	desc, err := p.signalTree(syscall.SIGKILL)
+	if err != nil {
 		return err
 	}
 	<-done
 	p.reapGroup()
+	waitGone(desc)
 	return nil
 }
 

@@ -26,8 +26,21 @@ type Reader interface {
 
 var _ Reader = (*pgxpool.Pool)(nil)
 
-// Config configures a Store. Exactly one of DSN and Pool is required; every other field's
-// zero value is a sensible default.
+// Writer runs the write path and every query that must see the primary (conditional-write
+// conflicts, resharding scans, migrations). *pgxpool.Pool satisfies it; so does
+// pgreplica.Writer, which follows failover, fails fast without a primary and records commit
+// positions for read-your-writes sessions.
+type Writer interface {
+	Reader
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+var _ Writer = (*pgxpool.Pool)(nil)
+
+// Config configures a Store. One of DSN, Pool and Writes is required; every other field's
+// zero value is a sensible default. For a shard with read replicas, open a pgreplica.Set and
+// pass its Writer and Reader as Writes and Reads.
 type Config struct {
 	// DSN is the primary's connection string; the Store opens a pool and closes it on Close.
 	DSN string
@@ -35,7 +48,9 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// MaxConns is the size of the pool opened from DSN. Default 16.
 	MaxConns int32
-	// Reads serves the read path. Default nil: the primary pool.
+	// Writes serves the write path. Default nil: the primary pool.
+	Writes Writer
+	// Reads serves the read path. Default nil: the write path.
 	Reads Reader
 	// Timeout bounds every call, connecting included; a call that runs out of time fails with
 	// docstore.ErrUnavailable. Default 5s.
@@ -56,8 +71,9 @@ type Config struct {
 // explicit transaction. It is safe for concurrent use.
 type Store struct {
 	cfg    Config
-	pool   *pgxpool.Pool
+	pool   *pgxpool.Pool // nil when Config.Writes is given
 	owned  bool
+	writes Writer
 	reads  Reader
 	closed atomic.Bool
 }
@@ -103,10 +119,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Store{cfg: cfg, pool: cfg.Pool}
-	if s.pool == nil {
+	s := &Store{cfg: cfg, pool: cfg.Pool, writes: cfg.Writes}
+	if s.pool == nil && s.writes == nil {
 		if cfg.DSN == "" {
-			return nil, fmt.Errorf("%w: postgres: Config needs DSN or Pool", docstore.ErrInvalid)
+			return nil, fmt.Errorf("%w: postgres: Config needs DSN, Pool or Writes", docstore.ErrInvalid)
 		}
 		pc, err := pgxpool.ParseConfig(cfg.DSN)
 		if err != nil {
@@ -121,9 +137,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		s.owned = true
 	}
+	if s.writes == nil {
+		s.writes = s.pool
+	}
 	s.reads = cfg.Reads
 	if s.reads == nil {
-		s.reads = s.pool
+		s.reads = s.writes
 	}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
@@ -135,7 +154,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 func (s *Store) migrate(parent context.Context) error {
 	ctx, cancel := context.WithTimeout(parent, 4*s.cfg.Timeout)
 	defer cancel()
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.writes.Begin(ctx)
 	if err != nil {
 		return fail(parent, "migrate", err)
 	}
@@ -318,7 +337,7 @@ func (s *Store) Put(parent context.Context, collection, id string, body json.Raw
 	}
 	defer cancel()
 	d := docstore.Doc{Collection: collection, ID: id, Body: body, Updated: s.now()}
-	err = s.pool.QueryRow(ctx, `INSERT INTO docs (collection, id, part, version, deleted, body, updated)
+	err = s.writes.QueryRow(ctx, `INSERT INTO docs (collection, id, part, version, deleted, body, updated)
 		VALUES ($1, $2, $3, 1, false, $4::jsonb, $5)
 		ON CONFLICT (collection, id) DO UPDATE SET version = docs.version + 1, deleted = false,
 			body = excluded.body, updated = excluded.updated
@@ -345,7 +364,7 @@ func (s *Store) PutIfVersion(parent context.Context, collection, id string, body
 	defer cancel()
 	d := docstore.Doc{Collection: collection, ID: id, Body: body, Updated: s.now()}
 	if version == 0 {
-		err = s.pool.QueryRow(ctx, `INSERT INTO docs (collection, id, part, version, deleted, body, updated)
+		err = s.writes.QueryRow(ctx, `INSERT INTO docs (collection, id, part, version, deleted, body, updated)
 			VALUES ($1, $2, $3, 1, false, $4::jsonb, $5)
 			ON CONFLICT (collection, id) DO UPDATE SET version = docs.version + 1, deleted = false,
 				body = excluded.body, updated = excluded.updated
@@ -353,7 +372,7 @@ func (s *Store) PutIfVersion(parent context.Context, collection, id string, body
 			RETURNING version`,
 			collection, id, docstore.PartitionOf(collection, id, s.cfg.Partitions), string(body), d.Updated).Scan(&d.Version)
 	} else {
-		err = s.pool.QueryRow(ctx, `UPDATE docs SET version = version + 1, body = $1::jsonb, updated = $2
+		err = s.writes.QueryRow(ctx, `UPDATE docs SET version = version + 1, body = $1::jsonb, updated = $2
 			WHERE collection = $3 AND id = $4 AND version = $5 AND NOT deleted RETURNING version`,
 			string(body), d.Updated, collection, id, version).Scan(&d.Version)
 	}
@@ -369,7 +388,7 @@ func (s *Store) PutIfVersion(parent context.Context, collection, id string, body
 func (s *Store) conflict(ctx, parent context.Context, collection, id string, expected int64) error {
 	var v int64
 	var deleted bool
-	err := s.pool.QueryRow(ctx, `SELECT version, deleted FROM docs WHERE collection = $1 AND id = $2`,
+	err := s.writes.QueryRow(ctx, `SELECT version, deleted FROM docs WHERE collection = $1 AND id = $2`,
 		collection, id).Scan(&v, &deleted)
 	if errors.Is(err, pgx.ErrNoRows) || err == nil && deleted {
 		v = 0
@@ -402,7 +421,7 @@ func (s *Store) del(parent context.Context, collection, id string, version int64
 	}
 	defer cancel()
 	var v int64
-	err = s.pool.QueryRow(ctx, `UPDATE docs SET version = version + 1, deleted = true, body = NULL, updated = $1
+	err = s.writes.QueryRow(ctx, `UPDATE docs SET version = version + 1, deleted = true, body = NULL, updated = $1
 		WHERE collection = $2 AND id = $3 AND NOT deleted AND ($4::bigint = 0 OR version = $4) RETURNING version`,
 		s.now(), collection, id, version).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -456,7 +475,7 @@ func (s *Store) ScanPartition(parent context.Context, part int, after docstore.K
 		return nil, err
 	}
 	defer cancel()
-	rows, err := s.pool.Query(ctx, `SELECT collection, id, version, deleted, body, updated FROM docs
+	rows, err := s.writes.Query(ctx, `SELECT collection, id, version, deleted, body, updated FROM docs
 		WHERE part = $1 AND (collection, id) > ($2, $3) ORDER BY collection, id LIMIT $4`,
 		part, after.Collection, after.ID, docstore.ClampLimit(limit))
 	if err != nil {
@@ -489,7 +508,7 @@ func (s *Store) ApplyRows(parent context.Context, rows []docstore.Row) (int, err
 		return 0, err
 	}
 	defer cancel()
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.writes.Begin(ctx)
 	if err != nil {
 		return 0, fail(parent, "apply rows", err)
 	}
@@ -533,7 +552,7 @@ func (s *Store) DeletePartition(parent context.Context, part int) (int64, error)
 		return 0, err
 	}
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, `DELETE FROM docs WHERE part = $1`, part)
+	tag, err := s.writes.Exec(ctx, `DELETE FROM docs WHERE part = $1`, part)
 	if err != nil {
 		return 0, fail(parent, "delete partition", err)
 	}
