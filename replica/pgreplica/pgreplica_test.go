@@ -371,3 +371,28 @@ func TestSessionInContextCarriesReadYourWrites(t *testing.T) {
 		t.Fatalf("strong read served by %+v, %v", info, err)
 	}
 }
+
+func TestDeadReplicaDetectedByProbesAlone(t *testing.T) {
+	c := testenv.Postgres(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Default probe settings, no traffic: only the prober can notice.
+	s, err := pgreplica.Open(ctx, pgreplica.Config{
+		Primary:  pgreplica.Node{Name: "primary", DSN: c.Primary.DSN("postgres")},
+		Replicas: []pgreplica.Node{{Name: "replica1", DSN: c.Replicas[0].DSN("postgres")}},
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	eventually(t, 10*time.Second, "replica usable", func() bool { return status(s, "replica1").Usable })
+	if err := c.Replicas[0].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	took := eventually(t, 10*time.Second, "dead replica banned by the prober", func() bool { return !status(s, "replica1").Usable })
+	t.Logf("with the default 250ms probe interval and no traffic, a dead replica was detected in %v", took)
+	if took > 2*time.Second {
+		t.Fatalf("detection took %v", took)
+	}
+}
