@@ -146,9 +146,3 @@ func (n *naive) Write(ctx context.Context, key string, value []byte) error {
 	n.mu.Unlock()
 	return nil
 }
-
-func (n *naive) clear() {
-	n.mu.Lock()
-	clear(n.m)
-	n.mu.Unlock()
-}
