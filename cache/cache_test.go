@@ -15,9 +15,31 @@ import (
 	"github.com/strata-project/strata/breaker"
 	"github.com/strata-project/strata/cache"
 	"github.com/strata-project/strata/cache/memstore"
+	"github.com/strata-project/strata/internal/testenv"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// TestCloseStopsGoroutines: loads, the retry loop and lease waits all end by Close.
+func TestCloseStopsGoroutines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx := context.Background()
+	src := newFakeSource()
+	store := &flakyStore{Store: newMem(t)}
+	c, err := cache.New(cache.Config{Store: store, Source: src, RetryInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WriteThrough(ctx, "k", []byte("v"))
+	c.Get(ctx, "k")
+	c.Get(ctx, "absent")
+	store.down.Store(true)
+	c.WriteAround(ctx, "k", []byte("w")) // leaves a pending invalidation being retried
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	store.Store.Close()
+}
 
 func newMem(t *testing.T) *memstore.Store {
 	t.Helper()

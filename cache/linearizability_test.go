@@ -13,7 +13,8 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/strata-project/strata/cache"
-	"github.com/strata-project/strata/cache/memstore"
+	"github.com/strata-project/strata/cache/redisstore"
+	"github.com/strata-project/strata/internal/testenv"
 )
 
 // kvInput is one operation on the register of a key; an absent key reads as "".
@@ -94,17 +95,32 @@ var strategies = []strategy{
 		func(c *cache.Cache) func(context.Context, string, []byte) (int64, error) { return c.WriteThrough }},
 }
 
-// sharedStore is a store the linearizability test runs over, with a way to restart it (lose
-// everything). Stores of other packages (Redis, Memcached) join this list from their own
-// tests through RunLinearizability-style helpers; here the in-process store runs.
+// sharedStore is a store the linearizability test runs over, with a way to make it lose
+// everything, as a restart without persistence does. Add a store here to check it.
 type sharedStore struct {
-	name    string
-	open    func(t *testing.T) cache.Store
-	restart func(s cache.Store)
+	name string
+	// open returns the store and its restart function.
+	open func(t *testing.T) (cache.Store, func())
 }
 
 var linearizabilityStores = []sharedStore{
-	{"memstore", func(t *testing.T) cache.Store { return newMem(t) }, func(s cache.Store) { s.(*memstore.Store).Clear() }},
+	{"memstore", func(t *testing.T) (cache.Store, func()) {
+		s := newMem(t)
+		return s, s.Clear
+	}},
+	{"redis", func(t *testing.T) (cache.Store, func()) {
+		r := testenv.SharedRedis(t)
+		s, err := redisstore.New(redisstore.Config{Addrs: []string{r.Addr()}, Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s, func() {
+			if _, err := r.Do(context.Background(), "FLUSHALL"); err != nil {
+				t.Errorf("FLUSHALL: %v", err)
+			}
+		}
+	}},
 }
 
 // TestLinearizable: 8 clients read and write 3 keys through each strategy over each store,
@@ -115,7 +131,7 @@ func TestLinearizable(t *testing.T) {
 		for _, sg := range strategies {
 			t.Run(st.name+"/"+sg.name, func(t *testing.T) {
 				src := newFakeSource()
-				store := st.open(t)
+				store, restart := st.open(t)
 				c := newCache(t, cache.Config{Store: store, Source: src})
 				read, write := sg.read(c, src), sg.write(c)
 				var rec recorder
@@ -157,7 +173,7 @@ func TestLinearizable(t *testing.T) {
 					for done.Load() < int64(r*clients*opsPerClient/4) {
 						time.Sleep(time.Millisecond) // polling
 					}
-					st.restart(store)
+					restart()
 				}
 				wg.Wait()
 				if res := rec.check(t); res != porcupine.Ok {
