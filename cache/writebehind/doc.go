@@ -24,6 +24,6 @@
 //     Config.OnApplied runs before it leaves the overlay (invalidate the cache there).
 //
 // Config.Queue is required: New refuses a write-behind without a durable queue with
-// cache.ErrConfig. The Queue interface admits other queues (Redis Streams with a consumer
-// group is the planned second one).
+// cache.ErrConfig. Two queues implement Queue: Log here, and redisqueue (a Redis Stream
+// read through a consumer group, at-least-once).
 package writebehind
