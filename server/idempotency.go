@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/strata-project/strata/docstore"
@@ -34,10 +33,11 @@ type idemRecord struct {
 	FP string `json:"fp"`
 	// At is when the state was written, in Unix milliseconds.
 	At int64 `json:"at"`
-	// Status, Header and Body are the stored response.
+	// Status, Header and Body are the stored response. The body is kept as bytes (base64
+	// in JSON), since a store may normalise nested JSON.
 	Status int               `json:"status,omitempty"`
 	Header map[string]string `json:"header,omitempty"`
-	Body   json.RawMessage   `json:"body,omitempty"`
+	Body   []byte            `json:"body,omitempty"`
 }
 
 // replayedHeaders are the response fields an idempotent replay repeats.
@@ -198,9 +198,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *Principal
 				rec.Header[k] = v
 			}
 		}
-		if b := bytes.TrimSpace(buf.body.Bytes()); len(b) > 0 && json.Valid(b) && strings.Contains("{[", string(b[:1])) {
-			rec.Body = b
-		}
+		rec.Body = buf.body.Bytes()
 		data, _ := json.Marshal(rec)
 		if _, err := s.idem.PutIfVersion(bg, IdempotencyCollection, id, data, held); err != nil {
 			s.log.WarnContext(ctx, "idempotency: storing the response failed", "err", err)
