@@ -98,8 +98,11 @@ func (e *Ejector) Ejections() int { return e.ejections }
 // it returns true and the instant the ejection ends; the caller either
 // applies it or calls Cancel.
 func (e *Ejector) FailureAt(now time.Time) (eject bool, until time.Time) {
+	if now.Before(e.until) {
+		return false, time.Time{} // a late answer from before the ejection
+	}
 	e.streak++
-	if e.BaseEjection <= 0 || e.streak < max(e.ConsecutiveFailures, 1) || now.Before(e.until) {
+	if e.BaseEjection <= 0 || e.streak < max(e.ConsecutiveFailures, 1) {
 		return false, time.Time{}
 	}
 	maxEj := e.MaxEjection

@@ -156,7 +156,14 @@ func (s *roundRobin) Select(p *Pick) *Backend {
 	if n == 0 {
 		return nil
 	}
-	return scan(p, int(s.next.Add(1)%uint64(n)))
+	// Take a fresh turn for each ineligible backend, so that the eligible
+	// ones share the load evenly.
+	for range n {
+		if b := p.Backends[s.next.Add(1)%uint64(n)]; p.Eligible(b) {
+			return b
+		}
+	}
+	return nil
 }
 
 // weightedRR is nginx's smooth weighted round robin.

@@ -45,9 +45,10 @@ export PATH=$PATH:/usr/sbin
 NCPU=$(nproc)
 PROXY_CPU=0
 LOAD_CPUS=$([ "$NCPU" -gt 1 ] && echo "1-$((NCPU - 1))" || echo 0)
-pin() { # pin CPULIST cmd...
-	if command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi
-}
+# Commands are prefixed, not wrapped in a function, so that $! is the pid of
+# the program itself (taskset execs it) and cleanup can stop it.
+PIN_PROXY=(); PIN_LOAD=()
+if command -v taskset >/dev/null; then PIN_PROXY=(taskset -c "$PROXY_CPU"); PIN_LOAD=(taskset -c "$LOAD_CPUS"); fi
 
 echo "building backend and strata" >&2
 (cd "$ROOT/benchmarks" && go build -o "$WORK/backend" ./lb/backend)
@@ -56,7 +57,7 @@ echo "building backend and strata" >&2
 B1=$((BASE + 1)); B2=$((BASE + 2)); B3=$((BASE + 3))
 P_NGINX=$((BASE + 10)); P_HAPROXY=$((BASE + 11)); P_STRATA=$((BASE + 12))
 
-pin "$LOAD_CPUS" "$WORK/backend" -listen "127.0.0.1:$B1,127.0.0.1:$B2,127.0.0.1:$B3" &
+"${PIN_LOAD[@]}" "$WORK/backend" -listen "127.0.0.1:$B1,127.0.0.1:$B2,127.0.0.1:$B3" &
 PIDS+=($!)
 
 cat >"$WORK/nginx.conf" <<NGINX
@@ -89,7 +90,7 @@ http {
   }
 }
 NGINX
-pin "$PROXY_CPU" nginx -c "$WORK/nginx.conf" -p "$WORK" &
+"${PIN_PROXY[@]}" nginx -c "$WORK/nginx.conf" -p "$WORK" &
 PIDS+=($!)
 
 cat >"$WORK/haproxy.cfg" <<HAPROXY
@@ -113,10 +114,10 @@ backend app
   server b2 127.0.0.1:$B2
   server b3 127.0.0.1:$B3
 HAPROXY
-pin "$PROXY_CPU" haproxy -f "$WORK/haproxy.cfg" -db &
+"${PIN_PROXY[@]}" haproxy -f "$WORK/haproxy.cfg" -db &
 PIDS+=($!)
 
-GOMAXPROCS=1 pin "$PROXY_CPU" "$WORK/strata" lb -listen "127.0.0.1:$P_STRATA" \
+GOMAXPROCS=1 "${PIN_PROXY[@]}" "$WORK/strata" lb -listen "127.0.0.1:$P_STRATA" \
 	-backends "127.0.0.1:$B1,127.0.0.1:$B2,127.0.0.1:$B3" >"$WORK/strata.out" 2>"$WORK/strata.err" &
 PIDS+=($!)
 
@@ -143,13 +144,13 @@ to_ms() {
 }
 
 for n in "${NAMES[@]}"; do
-	pin "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$n]}/" >/dev/null # warm up
+	"${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$n]}/" >/dev/null # warm up
 done
 
 echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds, proxies on CPU $PROXY_CPU, wrk and backends on CPUs $LOAD_CPUS" >&2
 for r in $(seq "$ROUNDS"); do
 	for n in "${NAMES[@]}"; do
-		out=$(pin "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$n]}/")
+		out=$("${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$n]}/")
 		rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
 		p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
 		p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
