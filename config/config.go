@@ -23,6 +23,8 @@ var ErrInvalid = errors.New("config: invalid")
 type File struct {
 	// LB configures `strata lb`. Default nil: no lb section.
 	LB *LB `yaml:"lb"`
+	// App configures `strata app`. Default nil: no app section.
+	App *App `yaml:"app"`
 
 	root *yaml.Node // the parsed document, for line numbers
 }
@@ -256,6 +258,11 @@ func Parse(data []byte) (*File, error) {
 func (f *File) Validate() error {
 	if f.LB != nil {
 		if err := f.LB.validate(f.at); err != nil {
+			return err
+		}
+	}
+	if f.App != nil {
+		if err := f.App.validate(f.at); err != nil {
 			return err
 		}
 	}
