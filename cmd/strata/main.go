@@ -17,6 +17,8 @@ const usage = `strata: a scalable web architecture in one binary
 
 Usage:
   strata lb          run the load balancer (strata lb -h for flags)
+  strata app --config FILE      run an app server (the document API)
+  strata config check FILE      validate a configuration file
   strata version     print the version
   strata help        print this help
 `
@@ -36,6 +38,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version":
 		fmt.Fprintln(stdout, "strata", buildVersion())
 		return 0
+	case "app":
+		return cmdApp(args[1:], stdout, stderr)
+	case "config":
+		return cmdConfig(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
