@@ -30,7 +30,10 @@ func (g *gatedAccess) Put(ctx context.Context, c, id string, body json.RawMessag
 	return g.StoreAccess.Put(ctx, c, id, body, v)
 }
 
-func (g *gatedAccess) Flush(context.Context) error { g.once.Do(func() { close(g.flushed) }); return nil }
+func (g *gatedAccess) Flush(context.Context) error {
+	g.once.Do(func() { close(g.flushed) })
+	return nil
+}
 
 func TestIdempotency(t *testing.T) {
 	eachStore(t, func(t *testing.T, open func(*testing.T) docstore.Store) {

@@ -79,8 +79,8 @@ func start(t *testing.T, store docstore.Store, mod func(*server.Config, *server.
 	cfg := server.Config{
 		Store: store,
 		Collections: map[string]server.Collection{
-			"docs":    {},
-			"sess":    {Consistency: server.Session},
+			"docs":     {},
+			"sess":     {Consistency: server.Session},
 			"eventual": {Consistency: server.Eventual},
 		},
 		Keys:     testKeys,
