@@ -475,12 +475,14 @@ func (cc *clientConn) buildRequestHead() {
 		b = appendHex(b, l.idSeq.Add(1))
 	}
 	b = append(b, "\r\n"...)
-	switch req.body {
-	case bodyLength:
+	switch {
+	case req.body == bodyLength, req.contentLength == 0:
+		// An explicit "Content-Length: 0" is kept: some servers want a
+		// length on every POST.
 		b = append(b, "Content-Length: "...)
 		b = appendInt(b, req.contentLength)
 		b = append(b, "\r\n"...)
-	case bodyChunked:
+	case req.body == bodyChunked:
 		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
 	b = append(b, "\r\n"...)
