@@ -81,4 +81,3 @@ func FromConfig(c *config.LB) (Config, []AdminKey, error) {
 	}
 	return cfg, keys, nil
 }
-
