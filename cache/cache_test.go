@@ -195,51 +195,94 @@ func TestWriteThroughOrdersConcurrentWriters(t *testing.T) {
 	}
 }
 
-// TestStampedeOneLoad: 300 concurrent misses of one key over 3 caches sharing one store (3
-// app servers) cause exactly one load: singleflight within each, the lease across them.
+// TestStampedeOneLoad: 1,000 concurrent misses of one key over 3 caches sharing one store
+// (3 app servers) cause exactly one load: singleflight within each, the lease across them.
+// It runs over every store of the linearizability test (memstore and Redis).
 func TestStampedeOneLoad(t *testing.T) {
+	for _, st := range linearizabilityStores {
+		t.Run(st.name, func(t *testing.T) {
+			ctx := context.Background()
+			src := newFakeSource()
+			src.Write(ctx, "hot", []byte("value"))
+			store, _ := st.open(t)
+			var caches []*cache.Cache
+			for range 3 {
+				caches = append(caches, newCache(t, cache.Config{Store: store, Source: src, LeaseWait: time.Minute}))
+			}
+			release := make(chan struct{})
+			src.setHook(func(string) { <-release })
+			const total = 1000
+			var wg sync.WaitGroup
+			for i := range total {
+				c := caches[i%3]
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if v, err := c.Get(ctx, "hot"); err != nil || string(v) != "value" {
+						t.Errorf("Get = %q, %v", v, err)
+					}
+				}()
+			}
+			// Hold the one load until every caller has missed.
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				var misses uint64
+				for _, c := range caches {
+					misses += c.Stats().Misses
+				}
+				if misses == total {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("only %d misses", misses)
+				}
+				time.Sleep(time.Millisecond) // polling
+			}
+			close(release)
+			wg.Wait()
+			if got := src.loads.Load(); got != 1 {
+				t.Fatalf("%d loads for %d concurrent misses over 3 caches, want 1", got, total)
+			}
+		})
+	}
+}
+
+// ttlStore records the TTLs it is given.
+type ttlStore struct {
+	cache.Store
+	mu   sync.Mutex
+	ttls []time.Duration
+}
+
+func (s *ttlStore) SetIfNewer(ctx context.Context, k string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
+	s.mu.Lock()
+	s.ttls = append(s.ttls, ttl)
+	s.mu.Unlock()
+	return s.Store.SetIfNewer(ctx, k, e, ttl)
+}
+
+func TestTTLJitter(t *testing.T) {
 	ctx := context.Background()
 	src := newFakeSource()
-	src.Write(ctx, "hot", []byte("value"))
-	store := newMem(t)
-	var caches []*cache.Cache
-	for range 3 {
-		caches = append(caches, newCache(t, cache.Config{Store: store, Source: src, LeaseWait: time.Minute}))
+	store := &ttlStore{Store: newMem(t)}
+	c := newCache(t, cache.Config{Store: store, Source: src, TTL: time.Minute, NegativeTTL: 10 * time.Second, Jitter: 0.2})
+	for i := range 100 {
+		c.WriteThrough(ctx, fmt.Sprint("k", i), []byte("v"))
 	}
-	release := make(chan struct{})
-	src.setHook(func(string) { <-release })
-	const perCache = 100
-	var wg sync.WaitGroup
-	for _, c := range caches {
-		for range perCache {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if v, err := c.Get(ctx, "hot"); err != nil || string(v) != "value" {
-					t.Errorf("Get = %q, %v", v, err)
-				}
-			}()
+	c.Get(ctx, "absent")
+	distinct := map[time.Duration]bool{}
+	for i, ttl := range store.ttls {
+		lo, hi := 48*time.Second, time.Minute
+		if i == len(store.ttls)-1 { // the negative entry
+			lo, hi = 8*time.Second, 10*time.Second
 		}
+		if ttl < lo || ttl > hi {
+			t.Fatalf("TTL %v outside [%v, %v]", ttl, lo, hi)
+		}
+		distinct[ttl] = true
 	}
-	// Hold the one load until every caller has missed.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var misses uint64
-		for _, c := range caches {
-			misses += c.Stats().Misses
-		}
-		if misses == 3*perCache {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d misses", misses)
-		}
-		time.Sleep(time.Millisecond) // polling
-	}
-	close(release)
-	wg.Wait()
-	if got := src.loads.Load(); got != 1 {
-		t.Fatalf("%d loads for %d concurrent misses over 3 caches, want 1", got, 3*perCache)
+	if len(distinct) < 50 {
+		t.Fatalf("%d distinct TTLs among %d sets: no jitter", len(distinct), len(store.ttls))
 	}
 }
 
