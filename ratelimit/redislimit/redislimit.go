@@ -492,12 +492,14 @@ func (b *batcher) group(g *GCRA, live []*request) {
 		gi := len(b.keys)
 		if gi < cap(b.keys) && gi < cap(b.args) && gi < cap(b.idx) { // reuse the buffers of earlier batches
 			b.keys, b.args, b.idx = b.keys[:gi+1], b.args[:gi+1], b.idx[:gi+1]
-			b.keys[gi], b.args[gi], b.idx[gi] = b.keys[gi][:0], b.args[gi][:2], b.idx[gi][:0]
+			b.keys[gi], b.idx[gi] = b.keys[gi][:0], b.idx[gi][:0]
 		} else {
-			b.keys = append(b.keys, nil)
-			b.args = append(b.args, []string{g.argT, g.argTau})
-			b.idx = append(b.idx, nil)
+			b.keys, b.args, b.idx = append(b.keys, nil), append(b.args, nil), append(b.idx, nil)
 		}
+		if cap(b.args[gi]) < 2 {
+			b.args[gi] = []string{g.argT, g.argTau}
+		}
+		b.args[gi] = b.args[gi][:2]
 		return gi
 	}
 	if !g.cluster {
