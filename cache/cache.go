@@ -537,7 +537,7 @@ func (c *Cache) Stats() Stats {
 
 // Close stops the retry loop, waits for loads in flight and closes the pending file. It
 // does not close the Store or the Source. Pending invalidations stay in the file for the
-// next New. Close is idempotent.
+// next New. Close is idempotent; the Cache must not be used after it.
 func (c *Cache) Close() error {
 	var err error
 	c.closing.Do(func() {

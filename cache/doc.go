@@ -27,8 +27,9 @@
 // besides tombstones: a caller joins an in-process load only while its source read has not
 // begun, so a shared result is never older than the call that receives it (the classic
 // singleflight hands a value read before the caller arrived, which porcupine catches); and
-// a fill lease holder's result read from the store on a waiter's behalf is not shared with
-// callers that arrived during the wait. The one window left is a store that loses its
+// when a flight ends by finding another process's fill in the store, callers that joined it
+// read the store again themselves rather than take a value read before they arrived. The
+// one window left is a store that loses its
 // tombstones (a restart) while a load that began before a write is still running: its set
 // can land after the restart. Config.TombstoneTTL must likewise outlast the slowest load.
 //
