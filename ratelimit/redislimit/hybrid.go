@@ -20,7 +20,8 @@ type HybridConfig struct {
 	// LeaseTTL is how long leased tokens may be spent; unspent tokens are
 	// dropped when it ends (they are not given back). Default (0): the time
 	// the batch represents at the sustained rate (Batch × interval), at
-	// least 10ms.
+	// least 1s, so that a key used less often than every few milliseconds
+	// still spends most of what it leases.
 	LeaseTTL time.Duration
 	// Now is the local clock that times leases. Only durations measured on
 	// it matter, so an offset from other processes' clocks changes nothing.
@@ -90,7 +91,7 @@ func NewHybrid(g *GCRA, cfg HybridConfig) (*Hybrid, error) {
 		return nil, fmt.Errorf("%w: batch %d must be in [1, burst %d]", ErrConfig, cfg.Batch, g.burst)
 	}
 	if h.leaseTTL <= 0 {
-		h.leaseTTL = max(time.Duration(int64(h.batch)*g.interval), 10*time.Millisecond)
+		h.leaseTTL = max(time.Duration(int64(h.batch)*g.interval), time.Second)
 	}
 	if h.now == nil {
 		epoch := time.Now()
@@ -246,4 +247,3 @@ func (h *Hybrid) sweep(now int64) {
 
 // Len returns the number of keys with a lease entry in memory.
 func (h *Hybrid) Len() int { return int(h.count.Load()) }
-
