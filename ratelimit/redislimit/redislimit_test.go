@@ -278,7 +278,9 @@ func TestHybridBound(t *testing.T) {
 	t.Logf("allowed %d in %v (bound %d)", allowed.Load(), w, limit)
 }
 
-// failModes runs the fault tests for each FailMode.
+// TestRedisDown kills or pauses Redis under each FailMode: decisions follow
+// the mode within the timeout, the breaker opens, and it closes once Redis
+// is back.
 func TestRedisDown(t *testing.T) {
 	modes := []struct {
 		mode  redislimit.FailMode
