@@ -61,15 +61,20 @@ type AppTimeouts struct {
 	Shutdown   Duration `yaml:"shutdown"`    // default 30s: draining on SIGTERM
 }
 
-// AppStore is the document store: one SQLite file, or PostgreSQL shards.
+// AppStore is the document store: one SQLite file, SQLite shards, or PostgreSQL shards.
 type AppStore struct {
 	// Kind is "sqlite" or "postgres". Required.
 	Kind string `yaml:"kind"`
-	// Path is the SQLite database file (kind sqlite).
+	// Path is the SQLite database file of an unsharded store (kind sqlite, no shards).
 	Path string `yaml:"path"`
-	// Shards are the PostgreSQL shards (kind postgres); several are placed by the sharded
-	// store.
+	// Shards are the shards: SQLite files (name and path) or PostgreSQL primaries with
+	// replicas. Several shards are placed by the sharded store.
 	Shards []AppShard `yaml:"shards"`
+	// MapFile is the JSON file holding the placement map (partition -> shard) of a sharded
+	// store. When it exists, the store follows it (that is how `strata reshard` hands a new
+	// placement to the app servers); when it does not, the map is computed from the shard
+	// names and written there. Default "": computed at every start, and resharding is off.
+	MapFile string `yaml:"map_file"`
 }
 
 // AppShard is one PostgreSQL shard: a primary and its replicas. DSNs may hold ${VAR}
@@ -78,6 +83,8 @@ type AppStore struct {
 type AppShard struct {
 	// Name identifies the shard. Required, unique.
 	Name string `yaml:"name"`
+	// Path is the shard's SQLite file (kind sqlite).
+	Path string `yaml:"path"`
 	// Primary is the primary's DSN; PrimaryEnv names a variable holding it instead.
 	Primary    string `yaml:"primary"`
 	PrimaryEnv string `yaml:"primary_env"`
@@ -247,11 +254,19 @@ func (c *App) validateStore(at lineFunc) error {
 	s := c.Store
 	switch s.Kind {
 	case "sqlite":
-		if s.Path == "" {
-			return errAt(at("app", "store", "path"), "app.store.path", "the SQLite file is required")
+		if (s.Path == "") == (len(s.Shards) == 0) {
+			return errAt(at("app", "store"), "app.store", "give either path (one SQLite file) or shards (each with a name and a path)")
 		}
-		if len(s.Shards) > 0 {
-			return errAt(at("app", "store", "shards"), "app.store.shards", "shards are for kind postgres")
+		names := map[string]bool{}
+		for i, sh := range s.Shards {
+			field := fmt.Sprintf("app.store.shards[%d]", i)
+			if !validToken(sh.Name) || names[sh.Name] {
+				return errAt(at("app", "store", "shards", i, "name"), field+".name", "%q: want a unique token", sh.Name)
+			}
+			names[sh.Name] = true
+			if sh.Path == "" || sh.Primary != "" || sh.PrimaryEnv != "" || len(sh.Replicas) > 0 {
+				return errAt(at("app", "store", "shards", i), field, "a SQLite shard has a path and no primary or replicas")
+			}
 		}
 	case "postgres":
 		if len(s.Shards) == 0 {
@@ -267,6 +282,9 @@ func (c *App) validateStore(at lineFunc) error {
 			if (sh.Primary == "") == (sh.PrimaryEnv == "") {
 				return errAt(at("app", "store", "shards", i), field, "give exactly one of primary and primary_env")
 			}
+			if sh.Path != "" {
+				return errAt(at("app", "store", "shards", i, "path"), field+".path", "path is for SQLite shards")
+			}
 			for j, r := range sh.Replicas {
 				if strings.TrimSpace(r) == "" {
 					return errAt(at("app", "store", "shards", i, "replicas", j), field+".replicas", "empty DSN")
@@ -275,6 +293,9 @@ func (c *App) validateStore(at lineFunc) error {
 		}
 	default:
 		return errAt(at("app", "store", "kind"), "app.store.kind", "%q: want sqlite or postgres", s.Kind)
+	}
+	if s.MapFile != "" && len(s.Shards) < 1 {
+		return errAt(at("app", "store", "map_file"), "app.store.map_file", "a placement map needs shards")
 	}
 	return nil
 }

@@ -14,14 +14,9 @@ import (
 
 	"github.com/strata-project/strata/breaker"
 	"github.com/strata-project/strata/config"
-	"github.com/strata-project/strata/docstore"
-	"github.com/strata-project/strata/docstore/postgres"
-	"github.com/strata-project/strata/docstore/sqlite"
 	"github.com/strata-project/strata/ratelimit"
 	"github.com/strata-project/strata/replica"
-	"github.com/strata-project/strata/replica/pgreplica"
 	"github.com/strata-project/strata/server"
-	"github.com/strata-project/strata/shard"
 )
 
 // cmdApp runs `strata app --config FILE`: the app server, until SIGTERM or SIGINT (graceful
@@ -172,86 +167,6 @@ func runApp(ctx context.Context, path string, log *slog.Logger, started func(*se
 }
 
 // openStore opens the configured document store, and the replica sets' status for metrics.
-func openStore(ctx context.Context, a *config.App, log *slog.Logger) (docstore.Store, map[string]func() []replica.NodeStatus, error) {
-	maxBody := a.MaxBodyBytes
-	if a.Store.Kind == "sqlite" {
-		s, err := sqlite.Open(ctx, sqlite.Config{Path: a.Store.Path, MaxBodyBytes: maxBody})
-		return s, nil, err
-	}
-	status := map[string]func() []replica.NodeStatus{}
-	backends := map[string]docstore.Backend{}
-	var names []string
-	closeAll := func() {
-		for _, b := range backends {
-			b.Close()
-		}
-	}
-	for i, sh := range a.Store.Shards {
-		primary := sh.Primary
-		if sh.PrimaryEnv != "" {
-			primary = os.Getenv(sh.PrimaryEnv)
-			if primary == "" {
-				closeAll()
-				return nil, nil, fmt.Errorf("shard %s: environment variable %s is not set", sh.Name, sh.PrimaryEnv)
-			}
-		}
-		primary, err := config.ExpandEnv(primary)
-		if err != nil {
-			closeAll()
-			return nil, nil, fmt.Errorf("shard %s: %w", sh.Name, err)
-		}
-		pc := pgreplica.Config{Shard: uint32(i), Primary: pgreplica.Node{Name: sh.Name + "-primary", DSN: primary}, Logger: log}
-		for j, r := range sh.Replicas {
-			dsn, err := config.ExpandEnv(r)
-			if err != nil {
-				closeAll()
-				return nil, nil, fmt.Errorf("shard %s: %w", sh.Name, err)
-			}
-			pc.Replicas = append(pc.Replicas, pgreplica.Node{Name: fmt.Sprintf("%s-replica%d", sh.Name, j+1), DSN: dsn})
-		}
-		set, err := pgreplica.Open(ctx, pc)
-		if err != nil {
-			closeAll()
-			return nil, nil, fmt.Errorf("shard %s: %w", sh.Name, err)
-		}
-		st, err := postgres.Open(ctx, postgres.Config{Writes: set.Writer(), Reads: set.Reader(), MaxBodyBytes: maxBody})
-		if err != nil {
-			set.Close()
-			closeAll()
-			return nil, nil, fmt.Errorf("shard %s: %w", sh.Name, err)
-		}
-		backends[sh.Name] = setBackend{Store: st, set: set}
-		status[sh.Name] = set.Status
-		names = append(names, sh.Name)
-	}
-	if len(names) == 1 {
-		return backends[names[0]], status, nil
-	}
-	m, err := shard.NewMap(names, 0)
-	if err != nil {
-		closeAll()
-		return nil, nil, err
-	}
-	s, err := docstore.NewSharded(m, backends, docstore.ShardedConfig{})
-	if err != nil {
-		closeAll()
-		return nil, nil, err
-	}
-	return s, status, nil
-}
-
-// setBackend closes a shard's replica set with its store.
-type setBackend struct {
-	*postgres.Store
-	set *pgreplica.Set
-}
-
-func (b setBackend) Close() error {
-	err := b.Store.Close()
-	b.set.Close()
-	return err
-}
-
 // appKeys turns the configured keys (hashes, from the file or the environment) into server
 // keys.
 func appKeys(a *config.App) ([]server.Key, []server.Scope, error) {

@@ -19,6 +19,7 @@ Usage:
   strata lb          run the load balancer (strata lb -h for flags)
   strata app --config FILE      run an app server (the document API)
   strata config check FILE      validate a configuration file
+  strata reshard --config FILE --to A,B,...   move partitions onto the listed shards
   strata version     print the version
   strata help        print this help
 `
@@ -42,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdApp(args[1:], stdout, stderr)
 	case "config":
 		return cmdConfig(args[1:], stdout, stderr)
+	case "reshard":
+		return cmdReshard(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
