@@ -252,8 +252,8 @@ func (r *runner) openWorker(ctx context.Context, w int, start time.Time, next *a
 				return
 			case <-timer.C:
 			}
-		} else if ctx.Err() != nil {
-			return
+		} else if ctx.Err() != nil || time.Since(start) >= r.cfg.Duration {
+			return // a backlog left at the end is dropped, so a run lasts at most Duration+Timeout
 		}
 		write, key := r.next(rng)
 		i := r.phaseAt(d)
