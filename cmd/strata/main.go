@@ -20,6 +20,7 @@ Usage:
   strata app --config FILE      run an app server (the document API)
   strata config check FILE      validate a configuration file
   strata reshard --config FILE --to A,B,...   move partitions onto the listed shards
+  strata bench       drive load and report latency, errors, cache hits (strata bench -h)
   strata version     print the version
   strata help        print this help
 `
@@ -36,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "lb":
 		return cmdLB(args[1:], stdout, stderr)
+	case "bench":
+		return cmdBench(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "strata", buildVersion())
 		return 0
