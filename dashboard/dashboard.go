@@ -283,16 +283,18 @@ func (d *Dashboard) publish(now time.Time, topo Topology, err error) {
 		if topo.Tiers == nil {
 			topo.Tiers = []Tier{}
 		}
-		d.last, d.lastErr = topo, ""
 		s.Topology = topo
-		d.addPoint(Point{T: now.UnixMilli(), RPS: topo.RPS, P99MS: topo.P99MS})
 	}
 	b, jerr := json.Marshal(s)
-	if jerr != nil { // a NaN or Inf figure
+	switch {
+	case jerr != nil: // a NaN or Inf figure
 		s.Topology, s.Error = d.last, "dashboard: source returned a figure JSON cannot hold: "+jerr.Error()
 		if b, jerr = json.Marshal(s); jerr != nil {
 			return
 		}
+	case err == nil:
+		d.last, d.lastErr = topo, ""
+		d.addPoint(Point{T: now.UnixMilli(), RPS: topo.RPS, P99MS: topo.P99MS})
 	}
 	d.cur, d.seq = b, s.Seq
 	close(d.changed)
