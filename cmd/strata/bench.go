@@ -92,7 +92,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	}
 	events, err := loadgen.ParseChaos(*chaos)
 	if err != nil {
-		return fail("-chaos: %v", errors.Unwrap(err))
+		return fail("-chaos: %v", trimSentinel(err))
 	}
 	if len(events) > 0 {
 		if *adminURL == "" {
