@@ -127,7 +127,7 @@ var (
 // with an empty body. Any 2xx status means the action was carried out before the response
 // was written (so that the phase after the event measures the fault, not its onset);
 // anything else is a failure, and the first 512 bytes of the body (ideally problem+json)
-// are quoted in the error. Suggested actions: kill-app, restart-app, pause-app (target: app
+// are quoted in the error, on one line. Suggested actions: kill-app, restart-app, pause-app (target: app
 // server number), stop-cache, start-cache, kill-primary, promote-replica (target: shard).
 type HTTPChaos struct {
 	// URL is the admin base URL, such as "http://127.0.0.1:9090". Required.
@@ -162,7 +162,8 @@ func (h *HTTPChaos) Run(ctx context.Context, action, target string) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%w: %s %s: %s: %s", ErrChaos, action, target, resp.Status, strings.TrimSpace(string(body)))
+		msg := strings.Join(strings.Fields(string(body)), " ") // one line
+		return fmt.Errorf("%w: %s %s: %s: %s", ErrChaos, action, target, resp.Status, msg)
 	}
 	return nil
 }

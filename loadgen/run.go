@@ -385,7 +385,9 @@ func (r *runner) progress(done <-chan struct{}) {
 			r.mu.Lock()
 			if r.started {
 				p.Elapsed = now.Sub(r.start)
-				p.Phase = phaseName(r.cfg.Chaos, r.phaseAt(p.Elapsed))
+				// The phase the interval ended in (a tick on an event belongs to the
+				// phase before it).
+				p.Phase = phaseName(r.cfg.Chaos, r.phaseAt(p.Elapsed-1))
 			}
 			r.mu.Unlock()
 			r.cfg.Progress(p)

@@ -205,7 +205,7 @@ type Progress struct {
 	// Elapsed is the time since the start of the measured run (negative: still
 	// prepopulating).
 	Elapsed time.Duration
-	// Phase names the current phase ("prepopulate" while prepopulating).
+	// Phase names the phase the interval ended in ("prepopulate" while prepopulating).
 	Phase string
 	// Total is the number of requests completed so far in the measured run.
 	Total int64
