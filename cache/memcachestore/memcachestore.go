@@ -12,6 +12,7 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 
 	"github.com/strata-project/strata/cache"
+	"github.com/strata-project/strata/cache/internal/entrycodec"
 )
 
 // Config configures a Store.
@@ -125,7 +126,7 @@ func (s *Store) Get(ctx context.Context, key string) (cache.Entry, bool, error) 
 	if err != nil {
 		return cache.Entry{}, false, wrap("get", err)
 	}
-	e, tomb, err := decode(it.Value)
+	e, tomb, err := entrycodec.Decode(it.Value)
 	if err != nil || tomb {
 		return cache.Entry{}, false, nil
 	}
@@ -156,7 +157,7 @@ func (s *Store) apply(ctx context.Context, op, key string, val []byte, ttl time.
 		if err != nil {
 			return 0, wrap(op, err)
 		}
-		if cur, tomb, derr := decode(it.Value); derr == nil && refuse(cur, tomb) {
+		if cur, tomb, derr := entrycodec.Decode(it.Value); derr == nil && refuse(cur, tomb) {
 			return cache.Refused, nil
 		}
 		it.Value, it.Expiration = val, exp
@@ -176,14 +177,14 @@ func (s *Store) apply(ctx context.Context, op, key string, val []byte, ttl time.
 // SetIfNewer stores e under key for ttl unless memcached holds a newer entry or tombstone,
 // with a gets/cas loop.
 func (s *Store) SetIfNewer(ctx context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
-	return s.apply(ctx, "set", key, encode(e, false), ttl, func(cur cache.Entry, tomb bool) bool {
+	return s.apply(ctx, "set", key, entrycodec.Encode(e, false), ttl, func(cur cache.Entry, tomb bool) bool {
 		return cur.Version > e.Version || (cur.Version == e.Version && !tomb)
 	})
 }
 
 // Invalidate leaves a tombstone at version for ttl unless memcached holds something newer.
 func (s *Store) Invalidate(ctx context.Context, key string, version int64, ttl time.Duration) error {
-	_, err := s.apply(ctx, "invalidate", key, encode(cache.Entry{Version: version, Negative: true}, true), ttl,
+	_, err := s.apply(ctx, "invalidate", key, entrycodec.Encode(cache.Entry{Version: version, Negative: true}, true), ttl,
 		func(cur cache.Entry, _ bool) bool { return cur.Version > version })
 	return err
 }

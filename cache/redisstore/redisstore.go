@@ -12,6 +12,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/strata-project/strata/cache"
+	"github.com/strata-project/strata/cache/internal/entrycodec"
 )
 
 // Config configures a Store. The zero value is not usable: set Addrs or Client.
@@ -210,7 +211,7 @@ func (s *Store) Get(ctx context.Context, key string) (cache.Entry, bool, error) 
 		}
 		return cache.Entry{}, false, wrap("get", err)
 	}
-	e, tomb, err := decode(b)
+	e, tomb, err := entrycodec.Decode(b)
 	if err != nil {
 		// Not ours: treat as a miss, a later SetIfNewer overwrites it.
 		return cache.Entry{}, false, nil
@@ -230,7 +231,7 @@ func (s *Store) SetIfNewer(ctx context.Context, key string, e cache.Entry, ttl t
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	n, err := setIfNewerScript.Exec(ctx, s.client, []string{s.entryKey(key)},
-		[]string{string(encode(e, false)), ttlArg(ttl)}).AsInt64()
+		[]string{string(entrycodec.Encode(e, false)), ttlArg(ttl)}).AsInt64()
 	if err != nil {
 		return 0, wrap("set", err)
 	}
@@ -247,7 +248,7 @@ func (s *Store) Invalidate(ctx context.Context, key string, version int64, ttl t
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	err := invalidateScript.Exec(ctx, s.client, []string{s.entryKey(key)},
-		[]string{string(encode(cache.Entry{Version: version, Negative: true}, true)), ttlArg(ttl)}).Error()
+		[]string{string(entrycodec.Encode(cache.Entry{Version: version, Negative: true}, true)), ttlArg(ttl)}).Error()
 	if err != nil {
 		return wrap("invalidate", err)
 	}
