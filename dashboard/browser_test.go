@@ -134,7 +134,7 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("app-2 not shown down within 3 s: %v", err)
 	}
 	t.Logf("app-2 shown down %v after the source said so", time.Since(start).Round(time.Millisecond))
-	upCount, err := chromedp.Run(ctx, chromedp.Evaluate[int](`[...` + apps + `].filter(r => r.dataset.health === 'up').length`))
+	upCount, err := chromedp.Run(ctx, chromedp.Evaluate[int](`[...`+apps+`].filter(r => r.dataset.health === 'up').length`))
 	if err != nil || upCount != 2 {
 		t.Fatalf("app servers up = %d (err %v), want 2", upCount, err)
 	}

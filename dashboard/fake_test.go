@@ -1,8 +1,12 @@
 package dashboard_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/strata-project/strata/dashboard"
@@ -69,4 +73,22 @@ func threeApps() dashboard.Topology {
 		}})
 	}
 	return t
+}
+
+// eventData returns the data of the first event of the given name in an
+// event stream.
+func eventData(res *http.Response, name string) io.Reader {
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(nil, 1<<20)
+	current := ""
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "event: "); ok {
+			current = v
+		}
+		if v, ok := strings.CutPrefix(line, "data: "); ok && current == name {
+			return strings.NewReader(v)
+		}
+	}
+	return strings.NewReader("")
 }
