@@ -16,6 +16,9 @@ var version = ""
 const usage = `strata: a scalable web architecture in one binary
 
 Usage:
+  strata up          run the whole diagram on this machine (strata up -h for flags)
+  strata chaos ACTION [TARGET] --url URL --key KEY   inject a fault into a running up
+  strata cachenode   run the embedded shared cache tier
   strata lb          run the load balancer (strata lb -h for flags)
   strata app --config FILE      run an app server (the document API)
   strata config check FILE      validate a configuration file
@@ -35,6 +38,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "up":
+		return cmdUp(args[1:], stdout, stderr)
+	case "chaos":
+		return cmdChaos(args[1:], stdout, stderr)
+	case "cachenode":
+		return cmdCacheNode(args[1:], stdout, stderr)
 	case "lb":
 		return cmdLB(args[1:], stdout, stderr)
 	case "bench":
