@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/strata-project/strata/cache"
 	"github.com/strata-project/strata/cache/redisstore"
-	"github.com/strata-project/strata/engines"
 )
 
 // BenchmarkCacheAsideHitRedisParallel: a cache hit served through Redis, 64 callers, 1,000
@@ -22,20 +20,8 @@ import (
 // auto-pipelining); go-redis is a plain GET of the same value; strata-csc adds client-side
 // caching (RESP3 tracking, invalidated by the server).
 func BenchmarkCacheAsideHitRedisParallel(b *testing.B) {
-	dir, err := os.MkdirTemp("", "strata-bench-cache-redis-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	r, err := engines.StartRedis(ctx, engines.RedisOptions{Dir: dir})
-	if err != nil {
-		if engines.IsMissingBinary(err) {
-			b.Skip(err)
-		}
-		b.Fatal(err)
-	}
-	defer r.Close()
+	r := benchRedis(b, "cache-redis")
 
 	const keys = 1000
 	value := bytes.Repeat([]byte("x"), 1024)

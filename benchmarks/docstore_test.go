@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -34,20 +33,7 @@ func BenchmarkDocstore(b *testing.B) {
 	b.Cleanup(func() { sq.Close() })
 	benchStore(b, "sqlite", sq)
 
-	pgDir, err := os.MkdirTemp("", "strata-bench-pg-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(pgDir) })
-	os.Chmod(pgDir, 0o711) // the server may run under another account
-	c, err := engines.StartPostgres(ctx, engines.PostgresOptions{Dir: pgDir})
-	if err != nil {
-		if engines.IsMissingBinary(err) {
-			b.Skipf("postgres not installed (Debian: postgresql): %v", err)
-		}
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
+	c := benchPostgres(b, "pg", engines.PostgresOptions{})
 	if err := c.CreateDatabase(ctx, "bench"); err != nil {
 		b.Fatal(err)
 	}

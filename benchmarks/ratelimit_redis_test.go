@@ -2,7 +2,6 @@ package benchmarks
 
 import (
 	"context"
-	"os"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -12,7 +11,6 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/strata-project/strata/engines"
 	"github.com/strata-project/strata/ratelimit"
 	"github.com/strata-project/strata/ratelimit/redislimit"
 )
@@ -26,20 +24,8 @@ import (
 //   - strata-hybrid: redislimit.Hybrid, which leases batches of tokens from the same
 //     GCRA state in Redis and spends them in process memory.
 func BenchmarkRateLimitRedisParallel(b *testing.B) {
-	dir, err := os.MkdirTemp("", "strata-bench-ratelimit-redis-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	r, err := engines.StartRedis(ctx, engines.RedisOptions{Dir: dir})
-	if err != nil {
-		if engines.IsMissingBinary(err) {
-			b.Skip(err)
-		}
-		b.Fatal(err)
-	}
-	defer r.Close()
+	r := benchRedis(b, "ratelimit-redis")
 
 	const keys = 1000
 	const perSecond = 1_000_000_000

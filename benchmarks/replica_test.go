@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -21,24 +20,9 @@ import (
 // replicas share its cores with the primary, so this measures the routing cost and the
 // relief of the primary, not the capacity of extra machines.
 func BenchmarkReplicaRead(b *testing.B) {
-	dir, err := os.MkdirTemp("", "strata-bench-replica-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
-		b.Fatal(err)
-	}
+	c := benchPostgres(b, "replica", engines.PostgresOptions{Replicas: 2})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := engines.StartPostgres(ctx, engines.PostgresOptions{Dir: dir, Replicas: 2})
-	if err != nil {
-		if engines.IsMissingBinary(err) {
-			b.Skip(err)
-		}
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
 	cfg := pgreplica.Config{
 		Primary: pgreplica.Node{Name: "primary", DSN: c.Primary.DSN("postgres")},
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
