@@ -37,7 +37,7 @@ type Action struct {
 
 // DefaultActions returns the chaos actions of `strata up`: kill and restart
 // an app server, stop and start a cache node, pause and resume a replica's
-// replay, kill a shard primary.
+// replay, kill and restart a shard primary.
 func DefaultActions() []Action {
 	return []Action{
 		{Name: "kill-app", Label: "Kill", Role: RoleApp},
@@ -47,6 +47,7 @@ func DefaultActions() []Action {
 		{Name: "pause-replica", Label: "Pause", Role: RoleReplica},
 		{Name: "resume-replica", Label: "Resume", Role: RoleReplica},
 		{Name: "kill-primary", Label: "Kill", Role: RolePrimary},
+		{Name: "restart-primary", Label: "Restart", Role: RolePrimary},
 	}
 }
 

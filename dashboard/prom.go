@@ -117,8 +117,9 @@ type PromConfig struct {
 	Timeout time.Duration
 	// MaxBytes bounds a scraped body. Default 8 MiB.
 	MaxBytes int64
-	// ShardTarget returns the chaos target of a shard's node. Nil means
-	// the shard's name for a primary and "shard/node" for a replica.
+	// ShardTarget returns the chaos target of a shard's node (role is
+	// RolePrimary or RoleReplica), such as the shard's 1-based index for
+	// `strata up`. Nil gives the shards' nodes no target, hence no buttons.
 	ShardTarget func(shard, node, role string) string
 }
 
@@ -154,12 +155,7 @@ func NewPromSource(cfg PromConfig) *PromSource {
 		cfg.MaxBytes = 8 << 20
 	}
 	if cfg.ShardTarget == nil {
-		cfg.ShardTarget = func(shard, node, role string) string {
-			if role == RolePrimary {
-				return shard
-			}
-			return shard + "/" + node
-		}
+		cfg.ShardTarget = func(shard, node, role string) string { return "" }
 	}
 	return &PromSource{cfg: cfg, prev: map[string]scrapeSet{}}
 }

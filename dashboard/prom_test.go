@@ -103,6 +103,12 @@ func TestPromSource(t *testing.T) {
 			{Name: "cache-2", Address: dead.Listener.Addr().String()},
 		},
 		Timeout: 2 * time.Second,
+		ShardTarget: func(shard, node, role string) string {
+			if role == dashboard.RolePrimary {
+				return shard
+			}
+			return shard + "/" + node
+		},
 	})
 	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	first, err := src.SnapshotAt(context.Background(), t0)
