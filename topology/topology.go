@@ -75,8 +75,9 @@ type Config struct {
 	AdminListen string
 	// AppServers is the number of app servers. Default 3.
 	AppServers int
-	// Shards is the number of PostgreSQL shards with Engines Local. Default 2 (each a
-	// primary and Replicas replicas). Embedded SQLite uses one database file.
+	// Shards is the number of shards: SQLite files with Engines Embedded (default 4),
+	// PostgreSQL primaries with Replicas streaming replicas each with Engines Local
+	// (default 2).
 	Shards int
 	// Replicas is the number of streaming replicas per PostgreSQL shard. Default 2.
 	Replicas int
@@ -158,7 +159,12 @@ func (c *Config) defaults() error {
 	c.Listen = cmpOr(c.Listen, "127.0.0.1:8080")
 	c.AdminListen = cmpOr(c.AdminListen, "127.0.0.1:8079")
 	c.AppServers = cmpOr(c.AppServers, 3)
-	c.Shards = cmpOr(c.Shards, 2)
+	if c.Shards == 0 {
+		c.Shards = 4
+		if c.Engines == Local {
+			c.Shards = 2
+		}
+	}
 	c.Replicas = cmpOr(c.Replicas, 2)
 	if c.Replicas < 0 {
 		c.Replicas = 0
@@ -302,17 +308,37 @@ func (t *Topology) startEngines(ctx context.Context) (config.AppStore, string, e
 		return config.AppStore{}, "", err
 	}
 	t.m.CacheKind = "strata cachenode"
-	path := filepath.Join(t.cfg.DataDir, "sqlite", "strata.db")
-	db, err := sqlite.Open(ctx, sqlite.Config{Path: path})
-	if err != nil {
+	store := config.AppStore{Kind: "sqlite", MapFile: filepath.Join(t.cfg.DataDir, "config", "placement.json")}
+	for i := range t.cfg.Shards {
+		name := fmt.Sprintf("shard-%d", i+1)
+		path := filepath.Join(t.cfg.DataDir, "sqlite", name+".db")
+		store.Shards = append(store.Shards, config.AppShard{Name: name, Path: path})
+		t.m.Shards = append(t.m.Shards, path)
+	}
+	// Each shard file is created and migrated here, once, so that the app servers do not
+	// race to do it. WAL mode then lets the three app servers share the files: one writer at
+	// a time per file, waiting on each other through SQLite's busy timeout.
+	errs := make([]error, len(store.Shards))
+	var wg sync.WaitGroup
+	for i, sh := range store.Shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db, err := sqlite.Open(ctx, sqlite.Config{Path: sh.Path})
+			if err == nil {
+				err = db.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return config.AppStore{}, "", err
 	}
-	db.Close()
-	t.m.Shards = []string{path}
 	if err := t.waitCache(ctx, addr); err != nil {
 		return config.AppStore{}, "", err
 	}
-	return config.AppStore{Kind: "sqlite", Path: path}, addr, nil
+	return store, addr, nil
 }
 
 // waitCache waits until the cache node answers a ping with the token.
