@@ -129,6 +129,18 @@ func (u *upRun) do(t *testing.T, method, path, body string, hdr ...string) (int,
 	return resp.StatusCode, string(b)
 }
 
+// field returns a number field of a JSON document, or -1.
+func field(body, name string) float64 {
+	var m map[string]any
+	if json.Unmarshal([]byte(body), &m) != nil {
+		return -1
+	}
+	if v, ok := m[name].(float64); ok {
+		return v
+	}
+	return -1
+}
+
 // status reads the admin API's status.
 func (u *upRun) status(t *testing.T) (pids map[string]int, healthy map[string]bool) {
 	t.Helper()
@@ -197,8 +209,19 @@ func descendants(pid int) []int {
 	return out
 }
 
+// alive reports whether pid runs (kill -0 succeeds) and is not a zombie: an exited process
+// that a parent which is not reaping (as PID 1 of some containers) has not collected yet.
 func alive(pid int) bool {
-	return syscall.Kill(pid, 0) == nil || !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) == 0 || f[0] != "Z"
 }
 
 // exercise runs the user's story on a running up: CRUD through the load balancer, kill app
@@ -207,7 +230,7 @@ func exercise(t *testing.T, bin string, u *upRun) {
 	if code, body := u.do(t, "PUT", "/v1/items/e2e", `{"n":1}`); code/100 != 2 {
 		t.Fatalf("PUT: %d %s", code, body)
 	}
-	if code, body := u.do(t, "GET", "/v1/items/e2e", ""); code != 200 || !strings.Contains(body, `"n":1`) {
+	if code, body := u.do(t, "GET", "/v1/items/e2e", ""); code != 200 || field(body, "n") != 1 {
 		t.Fatalf("GET: %d %s", code, body)
 	}
 	if code, body := u.do(t, "PUT", "/v1/items/e2e", `{"n":2}`, "If-Match", `"1"`); code/100 != 2 {
@@ -299,7 +322,7 @@ func TestUpEmbedded(t *testing.T) {
 
 	// The data survives a restart; the earlier key does not.
 	u2, _ := startUp(t, bin, 30*time.Second, "--data", data, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
-	if code, body := u2.do(t, "GET", "/v1/users/u7", ""); code != 200 || !strings.Contains(body, `"i":7`) {
+	if code, body := u2.do(t, "GET", "/v1/users/u7", ""); code != 200 || field(body, "i") != 7 {
 		t.Fatalf("GET after a restart: %d %s", code, body)
 	}
 	u2.demoKey = u.demoKey
