@@ -92,13 +92,44 @@ type AppShard struct {
 	Replicas []string `yaml:"replicas"`
 }
 
-// AppCache is the shared cache tier.
+// AppCache is the cache tier.
 type AppCache struct {
-	// Kind is "memory" (per process), "redis" or "memcached".
+	// Kind is "memory" (per process: not shared between app servers), "redis" (one address:
+	// a standalone server; several: nodes of a Redis Cluster), "memcached", or "node" (a
+	// Strata cache node, `strata cachenode`, as `strata up` runs it). Required.
 	Kind string `yaml:"kind"`
-	// Addrs are the servers (redis, memcached).
+	// Addrs are the servers (redis, memcached; exactly one for node). An address may be a
+	// ${VAR} reference, expanded from the environment at start (as `strata up` hands the
+	// cache node's address to its app servers).
 	Addrs []string `yaml:"addrs"`
+	// TokenEnv names the environment variable holding a cache node's shared token. Required
+	// for kind node.
+	TokenEnv string `yaml:"token_env"`
+	// Timeout bounds every cache call. Default 250ms (200ms for node).
+	Timeout Duration `yaml:"timeout"`
+	// MaxBytes is the capacity of a memory cache. Default 64 MiB.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// PendingDir holds the files of invalidations that could not be delivered yet (the cache
+	// was down), one per collection, replayed at start. Default "": kept in memory only, lost
+	// if the app server crashes while the cache is down.
+	PendingDir string `yaml:"pending_dir"`
+	// QueueDir holds the durable write-behind queues (local append-only logs, one folder per
+	// collection). Default "": with kind redis, the queues are Redis Streams named after
+	// Instance; otherwise write-behind needs QueueDir.
+	QueueDir string `yaml:"queue_dir"`
+	// Instance names this app server in the Redis Streams write-behind queues (each app server
+	// has its own stream per collection). Required for write-behind over kind redis without
+	// QueueDir; unique per app server.
+	Instance string `yaml:"instance"`
+	// Breaker trips after this many cache failures in a row; while open, reads go to the
+	// store and writes of strong and session collections get 503. Default 5.
+	BreakerFailures int `yaml:"breaker_failures"`
+	// BreakerOpen is how long the breaker stays open before probing. Default 5s.
+	BreakerOpen Duration `yaml:"breaker_open"`
 }
+
+// Shared reports whether the cache is shared by every app server (not a per-process memory).
+func (c *AppCache) Shared() bool { return c != nil && c.Kind != "memory" }
 
 // AppCollection is how one collection is served.
 type AppCollection struct {
@@ -179,14 +210,8 @@ func (c *App) validate(at lineFunc) error {
 		return err
 	}
 	if c.Cache != nil {
-		switch c.Cache.Kind {
-		case "memory":
-		case "redis", "memcached":
-			if len(c.Cache.Addrs) == 0 {
-				return errAt(at("app", "cache", "addrs"), "app.cache.addrs", "at least one address for %s", c.Cache.Kind)
-			}
-		default:
-			return errAt(at("app", "cache", "kind"), "app.cache.kind", "%q: want memory, redis or memcached", c.Cache.Kind)
+		if err := c.validateCache(at); err != nil {
+			return err
 		}
 	}
 	if len(c.Collections) == 0 {
@@ -300,6 +325,47 @@ func (c *App) validateStore(at lineFunc) error {
 	return nil
 }
 
+func (c *App) validateCache(at lineFunc) error {
+	k := c.Cache
+	switch k.Kind {
+	case "memory":
+		if len(k.Addrs) > 0 {
+			return errAt(at("app", "cache", "addrs"), "app.cache.addrs", "a memory cache has no addresses")
+		}
+	case "redis", "memcached", "node":
+		if len(k.Addrs) == 0 {
+			return errAt(at("app", "cache", "addrs"), "app.cache.addrs", "at least one address for %s", k.Kind)
+		}
+		for i, a := range k.Addrs {
+			if strings.Contains(a, "$") {
+				continue // expanded from the environment at start
+			}
+			if err := validHostPort(a, false); err != nil {
+				return errAt(at("app", "cache", "addrs", i), "app.cache.addrs", "%v", err)
+			}
+		}
+	default:
+		return errAt(at("app", "cache", "kind"), "app.cache.kind", "%q: want memory, redis, memcached or node", k.Kind)
+	}
+	if k.Kind == "node" {
+		if len(k.Addrs) != 1 {
+			return errAt(at("app", "cache", "addrs"), "app.cache.addrs", "a cache node has exactly one address")
+		}
+		if k.TokenEnv == "" {
+			return errAt(at("app", "cache", "token_env"), "app.cache.token_env", "name the environment variable holding the cache node's token")
+		}
+	} else if k.TokenEnv != "" {
+		return errAt(at("app", "cache", "token_env"), "app.cache.token_env", "only a cache node (kind node) takes a token")
+	}
+	if k.Timeout < 0 || k.MaxBytes < 0 || k.BreakerFailures < 0 || k.BreakerOpen < 0 {
+		return errAt(at("app", "cache"), "app.cache", "timeout, max_bytes, breaker_failures and breaker_open must not be negative")
+	}
+	if k.Instance != "" && !validToken(k.Instance) {
+		return errAt(at("app", "cache", "instance"), "app.cache.instance", "%q: want a token", k.Instance)
+	}
+	return nil
+}
+
 func (c *App) validateCollection(at lineFunc, name string, col AppCollection) error {
 	field := "app.collections." + name
 	if !validCollection(name) || strings.HasPrefix(name, "strata-") {
@@ -327,12 +393,15 @@ func (c *App) validateCollection(at lineFunc, name string, col AppCollection) er
 	case strategy == "write-behind" && consistency == "strong":
 		return errAt(at("app", "collections", name), field,
 			"strong consistency cannot be honoured with write-behind: an acknowledged write is not in the store yet, so a read from the primary, or after the cache evicts the entry, could miss it; use write-through, or eventual consistency")
-	case strategy == "write-behind" && c.Cache != nil && c.Cache.Kind != "redis":
+	case strategy == "write-behind" && consistency == "session":
 		return errAt(at("app", "collections", name), field,
-			"write-behind needs a durable queue (cache kind redis): a %s cache can evict or lose acknowledged writes", c.Cache.Kind)
-	case strategy != "none" && consistency == "strong" && c.Cache != nil && c.Cache.Kind == "memory":
+			"session consistency cannot be honoured with write-behind: an acknowledged write is visible only in the app server that holds it until it is applied, so a session that moves to another app server could miss its own write; use write-through, or eventual consistency")
+	case strategy == "write-behind" && c.Cache != nil && c.Cache.QueueDir == "" && (c.Cache.Kind != "redis" || c.Cache.Instance == ""):
 		return errAt(at("app", "collections", name), field,
-			"strong consistency cannot be honoured with a per-process memory cache: another app server's write does not invalidate it; use a shared cache (redis) or strategy none")
+			"write-behind needs a durable queue: set app.cache.queue_dir (local logs), or use cache kind redis with app.cache.instance (Redis Streams); the cache itself can evict or lose acknowledged writes")
+	case strategy != "none" && consistency != "eventual" && c.Cache != nil && c.Cache.Kind == "memory":
+		return errAt(at("app", "collections", name), field,
+			"%s consistency cannot be honoured with a per-process memory cache: another app server's write does not invalidate it; use a shared cache (redis, memcached, node), strategy none, or eventual consistency", consistency)
 	}
 	if col.TTL < 0 || col.NegativeTTL < 0 {
 		return errAt(at("app", "collections", name), field, "TTLs must not be negative")

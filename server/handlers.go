@@ -288,7 +288,11 @@ func (s *Server) putDoc(w http.ResponseWriter, r *http.Request, col *collection,
 		return
 	}
 	status := http.StatusOK
-	if d.Version == 1 || ifVersion == 0 {
+	switch {
+	case d.Version == 0:
+		// Write-behind: acknowledged in the durable queue, applied later.
+		status = http.StatusAccepted
+	case d.Version == 1 || ifVersion == 0:
 		status = http.StatusCreated
 		w.Header().Set("Location", "/v1/"+col.name+"/"+url.PathEscape(id))
 	}
@@ -407,6 +411,11 @@ func (s *Server) deleteDoc(w http.ResponseWriter, r *http.Request, col *collecti
 	v, err := col.Access.Delete(r.Context(), col.name, id, ifVersion)
 	if err != nil {
 		s.storeError(w, r, err)
+		return
+	}
+	if v == 0 {
+		// Write-behind: acknowledged in the durable queue, applied later.
+		w.WriteHeader(http.StatusAccepted)
 		return
 	}
 	w.Header().Set("ETag", etag(v))
@@ -545,7 +554,9 @@ func decodeBatchGet(body []byte) (batchGetRequest, error) {
 func writeDoc(w http.ResponseWriter, d docstore.Doc, status int) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("ETag", etag(d.Version))
+	if d.Version > 0 { // 0: a write-behind write not applied yet has no version
+		h.Set("ETag", etag(d.Version))
+	}
 	if !d.Updated.IsZero() {
 		h.Set("Last-Modified", d.Updated.UTC().Format(http.TimeFormat))
 	}
@@ -595,6 +606,13 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 			w.Header().Set("ETag", etag(vc.Current))
 		}
 		writeProblem(w, r, http.StatusPreconditionFailed, ProblemPreconditionFailed, "the document's version is not the one the request is conditional on", 0)
+	case errors.Is(err, ErrConditionalUnsupported):
+		writeProblem(w, r, http.StatusBadRequest, ProblemConditionalUnsupported,
+			"this collection is served write-behind: only unconditional PUT and DELETE are accepted (no If-Match, If-None-Match or PATCH)", 0)
+	case errors.Is(err, ErrCacheUnavailable):
+		s.log.WarnContext(r.Context(), "write refused: the shared cache cannot take its invalidation", "request_id", RequestID(r.Context()), "err", err)
+		writeProblem(w, r, http.StatusServiceUnavailable, ProblemUnavailable,
+			"the shared cache tier is unreachable: writes of this collection are refused until it is back, so that no app server serves an old value from it", s.cfg.RetryAfter)
 	case errors.Is(err, docstore.ErrInvalid):
 		writeProblem(w, r, http.StatusBadRequest, ProblemInvalidBody, trimPkg(err), 0)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

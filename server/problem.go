@@ -29,8 +29,10 @@ const (
 	ProblemIdempotencyBusy    = "idempotency-in-flight" // 409: the same key is being processed
 	ProblemIdempotencyReuse   = "idempotency-key-reuse" // 422: same key, different request
 	ProblemUnavailable        = "unavailable"           // 503: a dependency cannot serve safely now
-	ProblemTimeout            = "timeout"               // 504: the store did not answer in time
-	ProblemInternal           = "internal"              // 500
+	// 400: a conditional write or PATCH on a write-behind collection.
+	ProblemConditionalUnsupported = "conditional-write-unsupported"
+	ProblemTimeout                = "timeout"  // 504: the store did not answer in time
+	ProblemInternal               = "internal" // 500
 )
 
 // Problem is an RFC 9457 problem details object.

@@ -52,11 +52,6 @@ func runApp(ctx context.Context, path string, log *slog.Logger, started func(*se
 		return fmt.Errorf("%s: no app: section", path)
 	}
 	a := f.App
-	for name, c := range a.Collections {
-		if s := cmpOr(c.Strategy, "none"); s != "none" {
-			return fmt.Errorf("collection %s: strategy %s is not available in this build yet; use none", name, s)
-		}
-	}
 	store, replicas, err := openStore(ctx, a, log)
 	if err != nil {
 		return err
@@ -82,15 +77,37 @@ func runApp(ctx context.Context, path string, log *slog.Logger, started func(*se
 		pp, _ := config.ParsePrefix(p)
 		proxies = append(proxies, pp)
 	}
+	guarded := server.BreakerStore{Store: store, Breaker: br}
+	tier, err := openCache(a)
+	if err != nil {
+		return err
+	}
+	// Deferred after the store's Close, so it runs first: write-behind's flusher stops
+	// before the store closes.
+	defer tier.Close()
+	breakers := map[string]*breaker.Breaker{"store": br}
+	if tier != nil {
+		breakers["cache"] = tier.br
+	}
 	cols := map[string]server.Collection{}
 	for name, c := range a.Collections {
-		cols[name] = server.Collection{
+		sc := server.Collection{
 			Strategy:    cmpOr(c.Strategy, "none"),
 			Consistency: server.Consistency(c.Consistency),
 			RateLimit:   appRate(c.RateLimit),
 		}
+		if sc.Strategy != server.StrategyNone {
+			if tier == nil {
+				return fmt.Errorf("collection %s: strategy %s needs a cache section", name, sc.Strategy)
+			}
+			acc, err := tier.access(ctx, name, c, guarded, log)
+			if err != nil {
+				return err
+			}
+			sc.Access = acc
+		}
+		cols[name] = sc
 	}
-	guarded := server.BreakerStore{Store: store, Breaker: br}
 	var srv *server.Server
 	srv, err = server.New(server.Config{
 		Store:          guarded,
@@ -101,7 +118,7 @@ func runApp(ctx context.Context, path string, log *slog.Logger, started func(*se
 		MaxBodyBytes:   int64(a.MaxBodyBytes),
 		RequestTimeout: a.Timeouts.Request.D(),
 		TrustedProxies: proxies,
-		Breakers:       map[string]*breaker.Breaker{"store": br},
+		Breakers:       breakers,
 		Replicas:       replicas,
 		Logger:         log,
 		Reload: func(context.Context) error {
