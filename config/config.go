@@ -125,10 +125,9 @@ type Retry struct {
 	OnStatus []int `yaml:"on_status"`
 }
 
-// Hedge configures hedged GETs.
+// Hedge is reserved for hedged GETs, which are not implemented yet.
 type Hedge struct {
-	// Delay before a second try of a GET still without an answer.
-	// Default 0: off.
+	// Delay must be 0 (or absent): a non-zero delay is refused.
 	Delay Duration `yaml:"delay"`
 }
 
@@ -338,6 +337,9 @@ func (c *LB) validate(at lineFunc) error {
 		if b.Weight < 0 || b.Weight > 1000 {
 			return errAt(at("lb", "backends", i, "weight"), field+".weight", "%d outside 1..1000", b.Weight)
 		}
+	}
+	if c.Hedge.Delay.D() != 0 {
+		return errAt(at("lb", "hedge", "delay"), "lb.hedge.delay", "hedging is not implemented yet")
 	}
 	if c.Policy != "" && !contains(Policies, c.Policy) {
 		return errAt(at("lb", "policy"), "lb.policy", "unknown policy %q (one of %s)", c.Policy, strings.Join(Policies, ", "))

@@ -115,3 +115,10 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestHedgeRefusedUntilImplemented(t *testing.T) {
+	_, err := Parse([]byte("lb:\n  backends:\n    - address: 127.0.0.1:9001\n  hedge:\n    delay: 50ms\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 5") || !strings.Contains(err.Error(), "not implemented") {
+		t.Fatalf("hedge.delay accepted or badly reported: %v", err)
+	}
+}

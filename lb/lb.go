@@ -118,10 +118,10 @@ type RetryConfig struct {
 	OnStatus []int
 }
 
-// HedgeConfig configures hedged GET requests.
+// HedgeConfig is reserved for hedged GET requests, which are not implemented yet: a non-zero
+// Delay is refused by New rather than silently ignored.
 type HedgeConfig struct {
-	// Delay after which a GET that has no response head yet is also sent
-	// to a second backend; the first answer wins. Default 0: no hedging.
+	// Delay must be 0.
 	Delay time.Duration
 }
 
@@ -257,7 +257,9 @@ func (c *Config) options() (options, error) {
 		return bad("hash source %q needs a name", o.hash.Source)
 	case o.attempts < 1 || o.attempts > 8:
 		return bad("retry attempts %d outside 1..8", o.attempts)
-	case o.decay < 0, o.perTry < 0, o.hedge < 0, o.idleTimeout < 0, o.connectTimeout < 0, o.clientIdle < 0,
+	case o.hedge != 0:
+		return bad("hedging is not implemented yet: leave Hedge.Delay at 0")
+	case o.decay < 0, o.perTry < 0, o.idleTimeout < 0, o.connectTimeout < 0, o.clientIdle < 0,
 		h.Interval < 0, h.Timeout < 0, ol.BaseEjection < 0, ol.MaxEjection < 0:
 		return bad("negative duration")
 	case o.maxConns < 0, o.maxPending < 0, o.maxIdle < 0, o.maxBody < 0, o.maxHeader < 1024:
