@@ -109,6 +109,9 @@ func (t *Topology) Chaos(ctx context.Context, action, target string) error {
 
 // target parses a 1-based node number; "" means 1.
 func (t *Topology) target(s string, n int, what string) (int, error) {
+	if n == 0 {
+		return 0, fmt.Errorf("%w: no %s runs", ErrNotApplicable, what)
+	}
 	if s == "" {
 		return 0, nil
 	}

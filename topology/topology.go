@@ -75,9 +75,8 @@ type Config struct {
 	AdminListen string
 	// AppServers is the number of app servers. Default 3.
 	AppServers int
-	// Shards is the number of shards: SQLite files with Engines Embedded (default 4),
-	// PostgreSQL primaries with Replicas streaming replicas each with Engines Local
-	// (default 2).
+	// Shards is the number of shards: SQLite files with Engines Embedded, PostgreSQL
+	// primaries with Replicas streaming replicas each with Engines Local. Default 4.
 	Shards int
 	// Replicas is the number of streaming replicas per PostgreSQL shard. Default 2.
 	Replicas int
@@ -159,12 +158,7 @@ func (c *Config) defaults() error {
 	c.Listen = cmpOr(c.Listen, "127.0.0.1:8080")
 	c.AdminListen = cmpOr(c.AdminListen, "127.0.0.1:8079")
 	c.AppServers = cmpOr(c.AppServers, 3)
-	if c.Shards == 0 {
-		c.Shards = 4
-		if c.Engines == Local {
-			c.Shards = 2
-		}
-	}
+	c.Shards = cmpOr(c.Shards, 4)
 	c.Replicas = cmpOr(c.Replicas, 2)
 	if c.Replicas < 0 {
 		c.Replicas = 0

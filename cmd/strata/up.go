@@ -44,7 +44,7 @@ func cmdUp(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "load balancer address (a free port if taken)")
 	fs.StringVar(&cfg.AdminListen, "admin", "127.0.0.1:8079", "admin API address (a free port if taken)")
 	fs.IntVar(&cfg.AppServers, "app-servers", 3, "number of app servers")
-	fs.IntVar(&cfg.Shards, "shards", 0, "shards: SQLite files (default 4) or PostgreSQL primaries (default 2, --engines local)")
+	fs.IntVar(&cfg.Shards, "shards", 4, "shards: SQLite files, or PostgreSQL primaries with --engines local")
 	fs.IntVar(&cfg.Replicas, "replicas", 2, "streaming replicas per PostgreSQL shard (--engines local)")
 	fs.Int64Var(&cfg.CacheBytes, "cache-bytes", 64<<20, "cache node capacity in bytes (--engines embedded)")
 	if err := fs.Parse(args); err != nil {
