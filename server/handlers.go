@@ -250,11 +250,11 @@ func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, col *collection,
 	}
 	d, src, err := col.Access.Get(r.Context(), col.name, id)
 	s.countCache(r, col, src)
+	setSource(w, src) // a 404 from the cache is a hit too
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	setSource(w, src)
 	if ifMatch.present && !ifMatch.matchStrong(d.Version) {
 		writeProblem(w, r, http.StatusPreconditionFailed, ProblemPreconditionFailed, "If-Match does not match the current version", 0)
 		return
