@@ -122,10 +122,14 @@ func (t *Topology) target(s string, n int, what string) (int, error) {
 	return i - 1, nil
 }
 
-// AdminHandler serves the admin API, every route behind "Authorization: Bearer ADMINKEY":
+// AdminHandler serves the admin API, every route but the dashboard behind
+// "Authorization: Bearer ADMINKEY":
 //
 //	POST /chaos/{action}[?target=N]  carry out a chaos action; 200 once it is in effect
 //	GET  /status                     the map and the state of each process and backend
+//	GET  /lb/metrics, /lb/status     the load balancer's own admin API (lb.AdminHandler)
+//	GET  /dashboard/                 the live dashboard (read-only, no key; its chaos
+//	                                 buttons ask for the admin key)
 //
 // Errors are problem+json (RFC 9457): 401 without the key, 404 for an unknown action, 400
 // for a bad target, 409 for an action this topology cannot carry out, 500 when it failed.
@@ -152,7 +156,18 @@ func (t *Topology) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, t.Status())
 	})
+	if t.lbAdmin != nil {
+		mux.Handle("/lb/", t.lbAdmin)
+	}
+	var dash http.Handler
+	if t.dash != nil {
+		dash = http.StripPrefix(strings.TrimSuffix(DashboardPath, "/"), t.dash)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if dash != nil && (r.URL.Path == strings.TrimSuffix(DashboardPath, "/") || strings.HasPrefix(r.URL.Path, DashboardPath)) {
+			dash.ServeHTTP(w, r)
+			return
+		}
 		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		h := sha256.Sum256([]byte(key))
 		if !ok || subtle.ConstantTimeCompare(h[:], t.adminHash[:]) != 1 {

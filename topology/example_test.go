@@ -12,7 +12,7 @@ func ExampleMap_Print() {
 		Apps:  []string{"127.0.0.1:41001", "127.0.0.1:41002", "127.0.0.1:41003"},
 		Cache: "127.0.0.1:41010", CacheKind: "strata cachenode",
 		Shards:  []string{"/data/sqlite/shard-1.db", "/data/sqlite/shard-2.db"},
-		DataDir: "/data", Logs: "/data/logs",
+		DataDir: "/data", Logs: "/data/logs", Dashboard: "http://127.0.0.1:8079/dashboard/",
 		DemoKey: "strata_demo_K", AdminKey: "strata_admin_A", Collections: []string{"items"},
 	}
 	m.Print(os.Stdout, "strata")
@@ -22,7 +22,7 @@ func ExampleMap_Print() {
 	//   cache           127.0.0.1:41010 (strata cachenode)
 	//   shards          /data/sqlite/shard-1.db
 	//                   /data/sqlite/shard-2.db
-	//   dashboard       (not part of this build yet)
+	//   dashboard       http://127.0.0.1:8079/dashboard/
 	//   admin           http://127.0.0.1:8079 (chaos, status; admin key below)
 	//   data            /data
 	//   logs            /data/logs

@@ -26,8 +26,6 @@ func (m Map) Print(w io.Writer, exe string) {
 	}
 	if m.Dashboard != "" {
 		row("dashboard", m.Dashboard)
-	} else {
-		row("dashboard", "(not part of this build yet)")
 	}
 	row("admin", "http://"+m.Admin+" (chaos, status; admin key below)")
 	row("data", m.DataDir)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/strata-project/strata/cache/nodestore"
 	"github.com/strata-project/strata/config"
+	"github.com/strata-project/strata/dashboard"
 	"github.com/strata-project/strata/docstore/sqlite"
 	"github.com/strata-project/strata/engines"
 	"github.com/strata-project/strata/lb"
@@ -100,7 +101,7 @@ type Map struct {
 	Shards    []string `json:"shards"`     // each shard's files or primary address
 	DataDir   string   `json:"data_dir"`
 	Logs      string   `json:"logs"`
-	// Dashboard is the dashboard's URL; "" until the dashboard exists.
+	// Dashboard is the live dashboard's URL (on the admin listener).
 	Dashboard string `json:"dashboard,omitempty"`
 	// DemoKey is the API key of this run (read and write on every collection); AdminKey
 	// authenticates the admin API. Neither is stored anywhere but in memory: the generated
@@ -125,6 +126,8 @@ type Topology struct {
 
 	lb      *lb.LB
 	lbLn    net.Listener
+	lbAdmin http.Handler         // the load balancer's admin API, under /lb/
+	dash    *dashboard.Dashboard // the live dashboard, under DashboardPath
 	admin   *http.Server
 	adminLn net.Listener
 	serving sync.WaitGroup
@@ -223,6 +226,9 @@ func Start(ctx context.Context, cfg Config) (t *Topology, err error) {
 		return t, err
 	}
 	if err := t.startLB(); err != nil {
+		return t, err
+	}
+	if err := t.startDashboard(); err != nil {
 		return t, err
 	}
 	t.startAdmin()
@@ -372,10 +378,13 @@ func (t *Topology) appConfig(listen string, store config.AppStore, demoHash stri
 		cols[c] = config.AppCollection{}
 	}
 	a := &config.App{
-		Listen:         listen,
-		Store:          store,
-		Collections:    cols,
-		Keys:           []config.AppKey{{ID: "demo", SHA256: demoHash, Scopes: []string{"read:*", "write:*"}}},
+		Listen:      listen,
+		Store:       store,
+		Collections: cols,
+		Keys: []config.AppKey{
+			{ID: "demo", SHA256: demoHash, Scopes: []string{"read:*", "write:*"}},
+			{ID: "admin", SHA256: hex.EncodeToString(t.adminHash[:]), Scopes: []string{"admin"}},
+		},
 		TrustedProxies: []string{"127.0.0.1/32", "::1/128"},
 		Timeouts:       config.AppTimeouts{Shutdown: config.Duration(t.cfg.StopTimeout / 2)},
 	}
@@ -504,6 +513,9 @@ func (t *Topology) Close(ctx context.Context) error {
 
 func (t *Topology) close(ctx context.Context) error {
 	var errs []error
+	if t.dash != nil {
+		t.dash.Close() // ends the dashboard's event streams, so the admin server can shut down
+	}
 	if t.admin != nil {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_ = t.admin.Shutdown(sctx)

@@ -76,8 +76,6 @@ func cmdUp(args []string, stdout, stderr io.Writer) int {
 	// (topology.EnvCacheAddr, EnvCacheToken); the collections use strategy none until the
 	// app server can name a cache node in its configuration.
 	m.CacheNote = "running, not yet used by the app servers"
-	// DASHBOARD: when the dashboard package exists, serve it here (on its own loopback
-	// listener, fed by t.Status()) and set m.Dashboard to its URL.
 	fmt.Fprintf(stdout, "strata up: ready in %.2fs\n\n", time.Since(began).Seconds())
 	m.Print(stdout, "strata")
 	<-ctx.Done()
