@@ -266,6 +266,15 @@ func exercise(t *testing.T, bin string, u *upRun) {
 	if alive(pids["app-2"]) {
 		t.Fatalf("app-2 (pid %d) still alive after kill-app", pids["app-2"])
 	}
+	killed := time.Now()
+	// The dashboard, fed by scraping the tiers, shows app-2 down within 3 s.
+	for !dashboardShowsDown(t, u.admin+"/dashboard/snapshot.json", "app-2") {
+		if time.Since(killed) > 3*time.Second {
+			t.Fatalf("the dashboard did not show app-2 down within 3s of the kill")
+		}
+		time.Sleep(50 * time.Millisecond) // polling the dashboard's view
+	}
+	t.Logf("the dashboard showed app-2 down %v after the kill", time.Since(killed).Round(time.Millisecond))
 	// Reads keep working while the balancer notices, and after it ejected the dead server.
 	failed, ejected := 0, false
 	deadline := time.Now().Add(15 * time.Second)
@@ -350,4 +359,33 @@ func TestUpLocalEngines(t *testing.T) {
 	}
 	t.Logf("strata up --engines local: ready %v after the command", u.ready)
 	exercise(t, bin, u)
+}
+
+// dashboardShowsDown reports whether the dashboard's snapshot lists node as down.
+func dashboardShowsDown(t *testing.T, url, node string) bool {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("dashboard snapshot: %v", err)
+	}
+	defer resp.Body.Close()
+	var snap struct {
+		Tiers []struct {
+			Nodes []struct {
+				Name   string `json:"name"`
+				Health string `json:"health"`
+			} `json:"nodes"`
+		} `json:"tiers"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
+		t.Fatalf("dashboard snapshot: %v", err)
+	}
+	for _, tier := range snap.Tiers {
+		for _, n := range tier.Nodes {
+			if n.Name == node {
+				return n.Health == "down"
+			}
+		}
+	}
+	return false
 }
