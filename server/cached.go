@@ -35,6 +35,8 @@ var (
 	// the write is refused (or, when the store had already taken it, reported as not known
 	// to be complete) rather than let another app server serve the old value from the cache.
 	ErrCacheUnavailable = errors.New("server: the shared cache tier cannot take the write's invalidation")
+	// errNotApplied marks an ErrCacheUnavailable refusal made before the store was written.
+	errNotApplied = errors.New("the write was not applied")
 	// ErrConditionalUnsupported reports a conditional write (If-Match, If-None-Match: *, or
 	// PATCH, which is a read-merge-conditional-write) on a write-behind collection: the version
 	// is assigned only when the flusher applies the write, so the condition cannot be checked
@@ -366,7 +368,7 @@ func (a *Cached) Put(ctx context.Context, c, id string, body json.RawMessage, if
 		return docstore.Doc{Collection: c, ID: id, Body: body}, nil
 	}
 	if a.failClosed() && a.br.State() == breaker.Open {
-		return docstore.Doc{}, ErrCacheUnavailable
+		return docstore.Doc{}, fmt.Errorf("%w: %w", ErrCacheUnavailable, errNotApplied)
 	}
 	var d docstore.Doc
 	var err error
@@ -398,7 +400,7 @@ func (a *Cached) Delete(ctx context.Context, c, id string, ifVersion int64) (int
 		return 0, nil
 	}
 	if a.failClosed() && a.br.State() == breaker.Open {
-		return 0, ErrCacheUnavailable
+		return 0, fmt.Errorf("%w: %w", ErrCacheUnavailable, errNotApplied)
 	}
 	var v int64
 	var err error

@@ -611,8 +611,13 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 			"this collection is served write-behind: only unconditional PUT and DELETE are accepted (no If-Match, If-None-Match or PATCH)", 0)
 	case errors.Is(err, ErrCacheUnavailable):
 		s.log.WarnContext(r.Context(), "write refused: the shared cache cannot take its invalidation", "request_id", RequestID(r.Context()), "err", err)
-		writeProblem(w, r, http.StatusServiceUnavailable, ProblemUnavailable,
-			"the shared cache tier is unreachable: writes of this collection are refused until it is back, so that no app server serves an old value from it", s.cfg.RetryAfter)
+		detail := "the shared cache tier is unreachable: writes of this collection are refused until it is back, so that no app server serves an old value from it; "
+		if errors.Is(err, errNotApplied) {
+			detail += "this write was not applied"
+		} else {
+			detail += "this write reached the store but its outcome is not confirmed: read the document before retrying, or retry with the same Idempotency-Key"
+		}
+		writeProblem(w, r, http.StatusServiceUnavailable, ProblemUnavailable, detail, s.cfg.RetryAfter)
 	case errors.Is(err, docstore.ErrInvalid):
 		writeProblem(w, r, http.StatusBadRequest, ProblemInvalidBody, trimPkg(err), 0)
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
