@@ -389,3 +389,68 @@ func dashboardShowsDown(t *testing.T, url, node string) bool {
 	}
 	return false
 }
+
+// lbRequests reads strata_lb_requests_total from up's admin listener.
+func lbRequests(t *testing.T, u *upRun) float64 {
+	t.Helper()
+	req, _ := http.NewRequest("GET", u.admin+"/lb/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+u.adminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "strata_lb_requests_total "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no strata_lb_requests_total in the load balancer's metrics (%d): %.300s", resp.StatusCode, b)
+	return 0
+}
+
+// TestBenchAgainstUp runs `strata bench` against a running `strata up` for a few seconds and
+// checks that the report's counts agree with what the load balancer counted.
+func TestBenchAgainstUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: builds the binary and runs the whole topology")
+	}
+	bin := buildStrata(t)
+	u, _ := startUp(t, bin, 30*time.Second, "--data", t.TempDir(), "--fresh", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	defer func() {
+		u.cmd.Process.Signal(os.Interrupt)
+		<-u.exited
+	}()
+	before := lbRequests(t, u)
+	out, err := exec.Command(bin, "bench", "-url", u.lb, "-key", u.demoKey, "-collection", "items",
+		"-d", "2s", "-keys", "200", "-prepopulate", "-writes", "0.1", "-c", "8", "-json").Output()
+	if err != nil {
+		t.Fatalf("strata bench: %v\n%s", err, out)
+	}
+	var rep struct {
+		Prepopulate struct {
+			Requests int64 `json:"requests"`
+		} `json:"prepopulate"`
+		Total struct {
+			Requests, OK, Errors, Writes int64
+		} `json:"total"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("bench report: %v\n%s", err, out)
+	}
+	sent := rep.Prepopulate.Requests + rep.Total.Requests
+	counted := lbRequests(t, u) - before
+	t.Logf("bench sent %d requests (%d prepopulation), %d ok, %d errors; the load balancer counted %.0f",
+		sent, rep.Prepopulate.Requests, rep.Total.OK, rep.Total.Errors, counted)
+	if rep.Total.Requests < 100 || rep.Total.Errors != 0 || rep.Total.OK != rep.Total.Requests || rep.Total.Writes == 0 {
+		t.Fatalf("bench report %+v: want a real run without errors", rep.Total)
+	}
+	if counted != float64(sent) {
+		t.Fatalf("the load balancer counted %.0f requests, the bench report says %d", counted, sent)
+	}
+}
