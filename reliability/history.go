@@ -34,6 +34,7 @@ type Op struct {
 	Version int64         // version of the ETag, 0 when none
 	Value   int64         // the value written, or the value read (-1: not found)
 	Served  string        // X-Served-By or X-Cache of a read, for the record
+	Retry   string        // the Retry-After header of the answer
 }
 
 // OK reports whether the operation succeeded: 2xx, or a 404 read (the document does not

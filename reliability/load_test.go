@@ -181,6 +181,7 @@ func (c *client) once(ctx context.Context, o *Op, idem string) {
 	if v, err := strconv.ParseInt(strings.Trim(resp.Header.Get("ETag"), `"W/`), 10, 64); err == nil {
 		o.Version = v
 	}
+	o.Retry = resp.Header.Get("Retry-After")
 	o.Served = resp.Header.Get("X-Served-By") + resp.Header.Get("X-Cache")
 	if o.Kind == Get {
 		switch {
