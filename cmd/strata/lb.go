@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/strata-project/strata/config"
+	"github.com/strata-project/strata/dashboard"
 	"github.com/strata-project/strata/lb"
 )
 
@@ -127,7 +128,23 @@ func cmdLB(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "strata lb:", err)
 			return 1
 		}
-		adminSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		dash, err := dashboard.New(dashboard.Config{
+			Source:    &lbSource{l: l, addr: fc.Listen},
+			Title:     "strata lb",
+			Authorize: loopbackOrAdminKey(keys),
+			Logger:    log,
+		})
+		if err != nil {
+			ln.Close()
+			adminLn.Close()
+			fmt.Fprintln(stderr, "strata lb:", err)
+			return 1
+		}
+		defer dash.Close()
+		mux := http.NewServeMux()
+		mux.Handle("/dashboard/", http.StripPrefix("/dashboard", dash))
+		mux.Handle("/", h)
+		adminSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 
 	sigs := make(chan os.Signal, 4)
