@@ -46,6 +46,32 @@
 // Source whether the cache answered. Conditional requests, idempotency, auth and limits sit
 // above it and are the same for every strategy.
 //
+// # Caching strategies
+//
+// Cached is the access path of the strategies cache-aside, read-through, write-through and
+// write-behind over a cache.Cache: keys are collection/id, values the document with its
+// version (from the docstore, so a stale set is refused), update time and cached-at time.
+// Reads say X-Cache: hit, miss or bypass; Age on a hit is the time since the entry was
+// cached (loaded or written through). Writes reach the store first (so If-Match keeps its
+// meaning), then the cache (a versioned set, or a tombstone). Lists and batchGet read the
+// store. Write-behind answers 202 without an ETag (the version is assigned when the write is
+// applied), serves this server's pending writes to its reads, refuses conditional writes and
+// PATCH with 400 (conditional-write-unsupported), and is flushed at Shutdown.
+//
+// With a shared cache, when the cache tier is unreachable, reads of every collection bypass
+// it and go to the store: they never fail because the cache is down. Writes of strong and
+// session collections fail closed (503, Retry-After): their invalidation could not reach
+// the cache, and another app server could serve the old value from it afterwards. The
+// problem detail says whether the write was refused before it was applied or reached the
+// store unconfirmed. Eventual collections keep taking writes and leave the invalidation to
+// the cache core's durable pending queue. Write-behind is refused for strong and session
+// consistency (a pending write is visible only in the app server that took it).
+//
+// Known window: a cache server that restarts (losing its tombstones) within its call
+// timeout of a fill's set can take that set after the restart; a write that raced the fill
+// is then hidden until the entry expires. Keep the cache tier down for longer than its call
+// timeout on a restart (a supervisor's restart delay), or flush it after the restart.
+//
 // # Compared with the seed
 //
 // The seed's app server is three functions that pick one caching strategy in code and
