@@ -109,7 +109,7 @@ func (g *GCRA) allow(t int64, key string, n int) (Decision, error) {
 	for {
 		e := g.store.get(key, t)
 		for {
-			tat := e.tat.Load() // the lookup took the line for writing
+			tat := e.tat.Load()
 			if tat == tatDead {
 				break // evicted under us: look the key up again
 			}

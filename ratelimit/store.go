@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -32,6 +33,11 @@ const (
 // inserts, so eviction is amortised O(1) per insert, and a shard's memory is
 // proportional to its number of live keys.
 //
+// The layout keeps a hit to the fewest cache lines: a slot holds the key's
+// hash beside the pointer to its node, so a probe that passes other keys
+// reads only the slot array, and a node holds a short key's bytes inline
+// after the value, so the key comparison and the value share one line.
+//
 // The algorithm owns E: retire must atomically check that the value is idle
 // at now and mark it dead, so that a caller still holding a pointer to an
 // evicted value notices and looks the key up again (get returns the value
@@ -50,42 +56,85 @@ type shard[E any] struct {
 	_     [64]byte
 }
 
+// inlineKey is the longest key a node keeps in its own memory.
+const inlineKey = 32
+
+// node is one key's entry. It is immutable once published, except for val,
+// which the algorithm updates atomically. The value comes first so that
+// the hot word and the key share the node's first cache line.
 type node[E any] struct {
+	val E
+	key string // points into buf when the key fits
+	buf [inlineKey]byte
 	// hash is set before the node is published and never changes. find
-	// reads it with Add(0), which takes the node's cache line for writing:
-	// the caller is about to update val, and taking the line once costs
-	// one transfer from another core instead of two (read, then upgrade).
+	// reads it with Add(0), which takes the node's line for writing: the
+	// caller is about to update val, and taking the line once costs one
+	// transfer from another core instead of two (read, then upgrade).
 	hash atomic.Uint64
-	key  string
-	val  E
+}
+
+// slot is one position of a table. tag is zero for an empty slot and the
+// key's hash with the low bit set otherwise; it is stored after n, so a
+// reader that sees a non-zero tag sees the node too.
+type slot[E any] struct {
+	tag atomic.Uint64
+	n   atomic.Pointer[node[E]]
 }
 
 type table[E any] struct {
 	mask  uint64
-	slots []atomic.Pointer[node[E]]
+	slots []slot[E]
 }
 
 func newTable[E any](n int) *table[E] {
-	return &table[E]{mask: uint64(n - 1), slots: make([]atomic.Pointer[node[E]], n)}
+	return &table[E]{mask: uint64(n - 1), slots: make([]slot[E], n)}
 }
 
+// tagOf is the non-zero tag of hash h. Setting the low bit leaves the probe
+// start (h>>8) unchanged.
+func tagOf(h uint64) uint64 { return h | 1 }
+
 // find returns key's node or nil. The table is never more than half full,
-// so the probe ends at an empty slot.
+// so the probe ends at an empty slot. Nodes of other keys are dereferenced
+// only when their 63-bit tag collides with the key's.
 func (t *table[E]) find(h uint64, key string) *node[E] {
+	tag := tagOf(h)
 	for i := (h >> 8) & t.mask; ; i = (i + 1) & t.mask {
-		n := t.slots[i].Load()
-		if n == nil || (n.hash.Add(0) == h && n.key == key) {
-			return n
+		s := &t.slots[i]
+		switch s.tag.Load() {
+		case 0:
+			return nil
+		case tag:
+			if n := s.n.Load(); n.hash.Add(0) == h && n.key == key {
+				return n
+			}
 		}
 	}
 }
 
 func (t *table[E]) put(n *node[E]) {
-	i := (n.hash.Load() >> 8) & t.mask
-	for t.slots[i].Load() != nil {
+	h := n.hash.Load()
+	i := (h >> 8) & t.mask
+	for t.slots[i].tag.Load() != 0 {
 		i = (i + 1) & t.mask
 	}
-	t.slots[i].Store(n)
+	t.slots[i].n.Store(n)
+	t.slots[i].tag.Store(tagOf(h))
+}
+
+// newNode returns a node for key with hash h, its key copied: the caller's
+// key may share memory with a large buffer.
+func newNode[E any](h uint64, key string) *node[E] {
+	n := &node[E]{}
+	n.hash.Store(h)
+	if len(key) <= inlineKey {
+		k := n.buf[:len(key)]
+		copy(k, key)
+		n.key = unsafe.String(unsafe.SliceData(k), len(k))
+	} else {
+		n.key = strings.Clone(key)
+	}
+	return n
 }
 
 func newStore[E any](init func(*E), retire func(*E, int64) bool) *store[E] {
@@ -125,9 +174,7 @@ func (s *store[E]) insert(sh *shard[E], h uint64, key string, now int64) *E {
 	if (sh.count+1)*2 > len(t.slots) {
 		t = s.rebuild(sh, t, now, 1)
 	}
-	// Clone: the caller's key may share memory with a large buffer.
-	n := &node[E]{key: strings.Clone(key)}
-	n.hash.Store(h)
+	n := newNode[E](h, key)
 	s.init(&n.val)
 	t.put(n)
 	sh.count++
@@ -139,7 +186,7 @@ func (s *store[E]) insert(sh *shard[E], h uint64, key string, now int64) *E {
 func (s *store[E]) rebuild(sh *shard[E], t *table[E], now int64, extra int) *table[E] {
 	var live []*node[E]
 	for i := range t.slots {
-		if n := t.slots[i].Load(); n != nil && !s.retire(&n.val, now) {
+		if n := t.slots[i].n.Load(); n != nil && !s.retire(&n.val, now) {
 			live = append(live, n)
 		}
 	}
