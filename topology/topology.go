@@ -372,10 +372,13 @@ func poll(ctx context.Context, p *proc, check func(context.Context) error) error
 }
 
 // appConfig is the configuration of app server i.
-func (t *Topology) appConfig(listen string, store config.AppStore, demoHash string) *config.File {
+func (t *Topology) appConfig(i int, listen string, store config.AppStore, demoHash string) *config.File {
+	// Every collection is strongly consistent and cached aside in the shared cache tier: a
+	// write through one app server invalidates the shared entry before it is acknowledged,
+	// so no app server serves the old version afterwards.
 	cols := map[string]config.AppCollection{}
 	for _, c := range collections {
-		cols[c] = config.AppCollection{}
+		cols[c] = config.AppCollection{Strategy: "cache-aside", Consistency: "strong"}
 	}
 	a := &config.App{
 		Listen:      listen,
@@ -388,11 +391,14 @@ func (t *Topology) appConfig(listen string, store config.AppStore, demoHash stri
 		TrustedProxies: []string{"127.0.0.1/32", "::1/128"},
 		Timeouts:       config.AppTimeouts{Shutdown: config.Duration(t.cfg.StopTimeout / 2)},
 	}
+	pending := filepath.Join(t.cfg.DataDir, "pending", fmt.Sprintf("app-%d", i+1))
 	if t.redis != nil {
-		a.Cache = &config.AppCache{Kind: "redis", Addrs: []string{t.redis.Addr()}}
+		a.Cache = &config.AppCache{Kind: "redis", Addrs: []string{t.redis.Addr()}, PendingDir: pending}
+	} else {
+		// The embedded cache node's address and token reach the app server through the
+		// environment (EnvCacheAddr, EnvCacheToken), never through a file or a command line.
+		a.Cache = &config.AppCache{Kind: "node", Addrs: []string{"${" + EnvCacheAddr + "}"}, TokenEnv: EnvCacheToken, PendingDir: pending}
 	}
-	// The embedded cache node is handed to the app servers through EnvCacheAddr and
-	// EnvCacheToken; the app configuration names it once the app server can use it.
 	return &config.File{App: a}
 }
 
@@ -404,7 +410,7 @@ func (t *Topology) startApps(ctx context.Context, store config.AppStore, demoHas
 		if err != nil {
 			return err
 		}
-		f := t.appConfig(addr, store, demoHash)
+		f := t.appConfig(i, addr, store, demoHash)
 		data, err := yaml.Marshal(f)
 		if err != nil {
 			return err

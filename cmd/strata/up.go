@@ -72,10 +72,7 @@ func cmdUp(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	m := t.Map()
-	// The embedded cache node runs and its address and token reach every app server
-	// (topology.EnvCacheAddr, EnvCacheToken); the collections use strategy none until the
-	// app server can name a cache node in its configuration.
-	m.CacheNote = "running, not yet used by the app servers"
+	m.CacheNote = "shared by the app servers: cache-aside, strong consistency"
 	fmt.Fprintf(stdout, "strata up: ready in %.2fs\n\n", time.Since(began).Seconds())
 	m.Print(stdout, "strata")
 	<-ctx.Done()
