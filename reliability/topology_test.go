@@ -136,6 +136,9 @@ func startTopo(t *testing.T, spec topoSpec) *topo {
 			if _, ok := c["queue_dir"]; ok {
 				c["queue_dir"] = filepath.Join(tp.dir, fmt.Sprintf("queue%d", i))
 			}
+			if _, ok := c["pending_dir"]; ok {
+				c["pending_dir"] = filepath.Join(tp.dir, fmt.Sprintf("pending%d", i))
+			}
 			if _, ok := c["instance"]; ok {
 				c["instance"] = fmt.Sprintf("app%d", i)
 			}
@@ -398,4 +401,13 @@ func docValue(body []byte) int64 {
 		return -2
 	}
 	return n
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
 }
