@@ -3,7 +3,6 @@ package reliability
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -323,5 +322,3 @@ func TestCacheStopped(t *testing.T) {
 	row.Note = fmt.Sprintf("%d cycle(s); failed reads %d; writes refused 503 while open %d; linearizability %s over %d ops", cycles, len(failedReads), refused, res, n)
 	addRow(t, row)
 }
-
-var _ = strconv.Itoa

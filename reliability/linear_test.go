@@ -97,10 +97,10 @@ func (n *naiveAside) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		d, err := n.store.Get(ctx, "naive", id)
 		if errors.Is(err, docstore.ErrNotFound) {
-			http.Error(w, `{"type":"not-found"}`, 404)
+			http.Error(w, `{"type":"not-found"}`, http.StatusNotFound)
 			return
 		} else if err != nil {
-			http.Error(w, err.Error(), 503)
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		time.Sleep(n.pause) // between reading the row and filling the cache
@@ -113,11 +113,11 @@ func (n *naiveAside) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		k, _ := r.Body.Read(buf)
 		body.Write(buf[:k])
 		if _, err := n.store.Put(ctx, "naive", id, []byte(body.String())); err != nil {
-			http.Error(w, err.Error(), 503)
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		n.redis.Do(ctx, "DEL", "naive:"+id)
-		w.WriteHeader(200)
+		w.WriteHeader(http.StatusOK)
 	}
 }
 

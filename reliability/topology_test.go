@@ -294,37 +294,12 @@ func (a *appProc) kill() {
 	<-done
 }
 
-// running reports whether the process is alive.
-func (a *appProc) running() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.done == nil {
-		return false
-	}
-	select {
-	case <-a.done:
-		return false
-	default:
-		return true
-	}
-}
-
 func (a *appProc) logTail() string {
 	b, _ := os.ReadFile(a.logPath)
 	if len(b) > 2000 {
 		b = b[len(b)-2000:]
 	}
 	return string(b)
-}
-
-// logs returns everything the app servers wrote to stdout and stderr.
-func (tp *topo) logs() string {
-	var b strings.Builder
-	for _, a := range tp.apps {
-		data, _ := os.ReadFile(a.logPath)
-		b.Write(data)
-	}
-	return b.String()
 }
 
 // stop kills every app server and checks that none is left.
