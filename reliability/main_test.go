@@ -150,3 +150,11 @@ func knownBug(t *testing.T, format string, args ...any) {
 	}
 	t.Logf("known bug (fails with STRATA_RELIABILITY_KNOWN_BUGS=1): "+format, args...)
 }
+
+// callCtx returns a context for one call to an engine (a restart, a replay pause), ended
+// with the test.
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
