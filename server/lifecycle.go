@@ -172,6 +172,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			return err
 		},
 	}
+	if s.cfg.StoreCheck != nil {
+		checks["store"] = func(ctx context.Context) error { return s.cfg.StoreCheck(strongContext(ctx)) }
+	}
 	for k, f := range s.cfg.Checks {
 		checks[k] = f
 	}

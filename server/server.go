@@ -112,6 +112,11 @@ type Config struct {
 	// TrustedProxies are the load balancers whose X-Forwarded-For is believed, for client
 	// addresses (rate limits of anonymous requests). Default none.
 	TrustedProxies []netip.Prefix
+	// StoreCheck replaces /readyz's store check (a read of a reserved document through
+	// Store). A sharded store passes one that is ready while any shard answers, so that one
+	// shard's outage does not take every app server out of the balancer. Default nil: the
+	// read through Store.
+	StoreCheck func(ctx context.Context) error
 	// Checks are extra readiness checks by name (a cache ping, say); /readyz fails when any
 	// fails. The store is always checked. Default none.
 	Checks map[string]func(ctx context.Context) error

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/strata-project/strata/breaker"
 	"github.com/strata-project/strata/config"
 	"github.com/strata-project/strata/ratelimit"
 	"github.com/strata-project/strata/replica"
@@ -52,15 +51,11 @@ func runApp(ctx context.Context, path string, log *slog.Logger, started func(*se
 		return fmt.Errorf("%s: no app: section", path)
 	}
 	a := f.App
-	store, replicas, err := openStore(ctx, a, log)
+	store, err := openStore(ctx, a, log)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	br, err := breaker.New(breaker.Config{Name: "store", Classify: server.ClassifyStoreError})
-	if err != nil {
-		return err
-	}
 	keys, anon, err := appKeys(a)
 	if err != nil {
 		return err
@@ -77,7 +72,7 @@ func runApp(ctx context.Context, path string, log *slog.Logger, started func(*se
 		pp, _ := config.ParsePrefix(p)
 		proxies = append(proxies, pp)
 	}
-	guarded := server.BreakerStore{Store: store, Breaker: br}
+	guarded := store.Store // each shard's writes are behind a breaker of their own
 	tier, err := openCache(a)
 	if err != nil {
 		return err
@@ -85,7 +80,7 @@ func runApp(ctx context.Context, path string, log *slog.Logger, started func(*se
 	// Deferred after the store's Close, so it runs first: write-behind's flusher stops
 	// before the store closes.
 	defer tier.Close()
-	breakers := map[string]*breaker.Breaker{"store": br}
+	breakers := store.Breakers
 	if tier != nil {
 		breakers["cache"] = tier.br
 	}
@@ -119,7 +114,8 @@ func runApp(ctx context.Context, path string, log *slog.Logger, started func(*se
 		RequestTimeout: a.Timeouts.Request.D(),
 		TrustedProxies: proxies,
 		Breakers:       breakers,
-		Replicas:       replicas,
+		Replicas:       store.Replicas,
+		StoreCheck:     store.Ready,
 		Logger:         log,
 		Reload: func(context.Context) error {
 			f, err := config.Load(path)

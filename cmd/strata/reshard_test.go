@@ -33,11 +33,11 @@ func openFromConfig(t *testing.T, path string) docstore.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _, err := openStore(context.Background(), f.App, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := openStore(context.Background(), f.App, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s.Store
 }
 
 func TestReshardCommandTwoToThreeShards(t *testing.T) {

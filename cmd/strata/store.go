@@ -2,47 +2,76 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 
+	"github.com/strata-project/strata/breaker"
 	"github.com/strata-project/strata/config"
 	"github.com/strata-project/strata/docstore"
 	"github.com/strata-project/strata/docstore/postgres"
 	"github.com/strata-project/strata/docstore/sqlite"
 	"github.com/strata-project/strata/replica"
 	"github.com/strata-project/strata/replica/pgreplica"
+	"github.com/strata-project/strata/server"
 	"github.com/strata-project/strata/shard"
 )
 
+// openedStore is the configured document store with what the app server needs around it.
+type openedStore struct {
+	docstore.Store
+	// Replicas is the replica status of every PostgreSQL shard, for metrics.
+	Replicas map[string]func() []replica.NodeStatus
+	// Breakers guard each shard's writes ("store" or "store:NAME"), for metrics.
+	Breakers map[string]*breaker.Breaker
+	// Ready is the store's readiness check.
+	Ready func(context.Context) error
+}
+
 // openStore opens the configured document store: one SQLite file, or shards (SQLite files or
-// PostgreSQL primaries with replicas) placed by the sharded store. It returns the replica
-// status of every PostgreSQL shard, for metrics.
-func openStore(ctx context.Context, a *config.App, log *slog.Logger) (docstore.Store, map[string]func() []replica.NodeStatus, error) {
+// PostgreSQL primaries with replicas) placed by the sharded store. Each shard's writes go
+// through a breaker of its own (see guardedBackend).
+func openStore(ctx context.Context, a *config.App, log *slog.Logger) (*openedStore, error) {
 	if a.Store.Kind == "sqlite" && len(a.Store.Shards) == 0 {
 		s, err := sqlite.Open(ctx, sqlite.Config{Path: a.Store.Path, MaxBodyBytes: a.MaxBodyBytes})
-		return s, nil, err
+		if err != nil {
+			return nil, err
+		}
+		bs := map[string]docstore.Backend{"store": s}
+		brs, err := guardShards(bs)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		return &openedStore{Store: bs["store"], Breakers: map[string]*breaker.Breaker{"store": brs["store:store"]}, Ready: readyAnyShard(bs)}, nil
 	}
 	backends, names, status, err := openBackends(ctx, a, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	brs, err := guardShards(backends)
+	if err != nil {
+		closeBackends(backends)
+		return nil, err
+	}
+	o := &openedStore{Replicas: status, Breakers: brs, Ready: readyAnyShard(backends)}
 	if len(names) == 1 && a.Store.MapFile == "" {
-		return backends[names[0]], status, nil
+		o.Store = backends[names[0]]
+		return o, nil
 	}
 	m, err := loadMap(a.Store.MapFile, names)
 	if err != nil {
 		closeBackends(backends)
-		return nil, nil, err
+		return nil, err
 	}
-	s, err := docstore.NewSharded(m, backends, docstore.ShardedConfig{})
-	if err != nil {
+	if o.Store, err = docstore.NewSharded(m, backends, docstore.ShardedConfig{}); err != nil {
 		closeBackends(backends)
-		return nil, nil, err
+		return nil, err
 	}
-	return s, status, nil
+	return o, nil
 }
 
 // openBackends opens every configured shard, in configuration order.
@@ -182,4 +211,76 @@ func saveMap(path string, m *shard.Map) error {
 		return fmt.Errorf("placement map: %w", err)
 	}
 	return nil
+}
+
+// guardedBackend puts a breaker in front of one shard's writes. Reads are not guarded: a
+// PostgreSQL shard's reads fail over to its replicas (and fail fast without a primary through
+// the replica router), and refusing them because writes failed would turn a primary outage
+// into a read outage. One breaker per shard keeps one shard's failure from refusing
+// requests to the others.
+type guardedBackend struct {
+	docstore.Backend
+	w server.BreakerStore // the same backend, writes through the breaker
+}
+
+func guard(b docstore.Backend, br *breaker.Breaker) docstore.Backend {
+	return guardedBackend{Backend: b, w: server.BreakerStore{Store: b, Breaker: br}}
+}
+
+func (g guardedBackend) Put(ctx context.Context, c, id string, body json.RawMessage) (docstore.Doc, error) {
+	return g.w.Put(ctx, c, id, body)
+}
+
+func (g guardedBackend) PutIfVersion(ctx context.Context, c, id string, body json.RawMessage, v int64) (docstore.Doc, error) {
+	return g.w.PutIfVersion(ctx, c, id, body, v)
+}
+
+func (g guardedBackend) Delete(ctx context.Context, c, id string) (int64, error) {
+	return g.w.Delete(ctx, c, id)
+}
+
+func (g guardedBackend) DeleteIfVersion(ctx context.Context, c, id string, v int64) (int64, error) {
+	return g.w.DeleteIfVersion(ctx, c, id, v)
+}
+
+// guardShards wraps every backend in its own write breaker, named "store:NAME" in metrics.
+func guardShards(backends map[string]docstore.Backend) (map[string]*breaker.Breaker, error) {
+	brs := map[string]*breaker.Breaker{}
+	for name, b := range backends {
+		br, err := breaker.New(breaker.Config{Name: "store:" + name, Classify: server.ClassifyStoreError})
+		if err != nil {
+			return nil, err
+		}
+		backends[name] = guard(b, br)
+		brs["store:"+name] = br
+	}
+	return brs, nil
+}
+
+// readyAnyShard is the app server's store readiness check over shards: ready while at least
+// one shard answers a read of a reserved document. A shard without its primary does not make
+// the app server unready (the balancer would then drain every app server, and the healthy
+// shards with them); its writes fail with 503 on their own.
+func readyAnyShard(backends map[string]docstore.Backend) func(context.Context) error {
+	return func(ctx context.Context) error {
+		errs := make(chan error, len(backends))
+		for _, b := range backends {
+			go func() {
+				_, err := b.Get(ctx, server.IdempotencyCollection, "readyz")
+				if errors.Is(err, docstore.ErrNotFound) {
+					err = nil
+				}
+				errs <- err
+			}()
+		}
+		var all []error
+		for range backends {
+			err := <-errs
+			if err == nil {
+				return nil
+			}
+			all = append(all, err)
+		}
+		return errors.Join(all...)
+	}
 }
