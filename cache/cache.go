@@ -246,6 +246,7 @@ func (c *Cache) storeGet(ctx context.Context, key string) (Entry, bool, error) {
 // fill), loads the key, stores the result if newer, and publishes it to the flight.
 func (c *Cache) fill(ctx context.Context, key string, load LoadFunc, f *flight, storeUp bool) {
 	defer c.wg.Done()
+	failuresAtStart := c.storeErrors.Load()
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
 	defer cancel()
 	if storeUp && c.cfg.LeaseTTL > 0 {
@@ -273,6 +274,10 @@ func (c *Cache) fill(ctx context.Context, key string, load LoadFunc, f *flight, 
 	}
 	c.flights.start(f)
 	value, version, err := c.loadOnce(ctx, key, load)
+	// A fill stores its value only if no store call of this cache failed since the fill
+	// began: a failure may mean the store restarted and lost the tombstone that would have
+	// refused this value, had a write overtaken the load meanwhile.
+	storeUp = storeUp && c.storeErrors.Load() == failuresAtStart
 	switch {
 	case err == nil:
 		if storeUp {

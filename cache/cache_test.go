@@ -428,3 +428,45 @@ func ExampleCache() {
 	fmt.Println(v, string(got), c.Stats().Loads)
 	// Output: 1 ada 0
 }
+
+// TestFillAcrossStoreRestartNotStored: a fill whose load began before the store restarted,
+// and so lost the tombstone of a write that overtook the load, must not store its old value.
+// (The store answering an error in between is how the cache learns of the restart.)
+func TestFillAcrossStoreRestartNotStored(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource()
+	src.Write(ctx, "k", []byte("v1"))
+	mem := newMem(t)
+	fl := &flakyStore{Store: mem}
+	c := newCache(t, cache.Config{Store: fl, Source: src})
+	loaded, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	src.setHook(func(key string) {
+		if key == "k" {
+			once.Do(func() { close(loaded); <-proceed })
+		}
+	})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		if _, err := c.Get(ctx, "k"); err != nil {
+			t.Errorf("reader: %v", err)
+		}
+	}()
+	<-loaded // the reader holds v1
+	if _, err := c.WriteAround(ctx, "k", []byte("v2")); err != nil {
+		t.Fatal(err) // the source has v2, the store a tombstone at v2
+	}
+	fl.down.Store(true) // the store restarts: a call fails meanwhile...
+	_, _ = c.Get(ctx, "other")
+	fl.down.Store(false)
+	if err := mem.Delete(ctx, "k"); err != nil { // ...and it comes back without the tombstone
+		t.Fatal(err)
+	}
+	close(proceed) // the reader's fill would now set v1
+	<-readerDone
+	src.setHook(nil)
+	if got := mustGet(t, c.Get, "k"); got != "v2" {
+		t.Fatalf("served %q after a fill that spanned a store restart, want v2", got)
+	}
+}

@@ -28,10 +28,12 @@
 // begun, so a shared result is never older than the call that receives it (the classic
 // singleflight hands a value read before the caller arrived, which porcupine catches); and
 // when a flight ends by finding another process's fill in the store, callers that joined it
-// read the store again themselves rather than take a value read before they arrived. The
-// one window left is a store that loses its
-// tombstones (a restart) while a load that began before a write is still running: its set
-// can land after the restart. Config.TombstoneTTL must likewise outlast the slowest load.
+// read the store again themselves rather than take a value read before they arrived. A store
+// that restarts loses its tombstones, so a load that began before a write could otherwise set
+// its old value after the restart: a fill therefore stores its value only if no store call of
+// the Cache failed since the fill began. The window left is a restart that this Cache never
+// saw fail (no call of it reached the store while it was down). Config.TombstoneTTL must
+// likewise outlast the slowest load.
 //
 // # Compared with the seed
 //

@@ -67,10 +67,10 @@
 // the cache core's durable pending queue. Write-behind is refused for strong and session
 // consistency (a pending write is visible only in the app server that took it).
 //
-// Known window: a cache server that restarts (losing its tombstones) within its call
-// timeout of a fill's set can take that set after the restart; a write that raced the fill
-// is then hidden until the entry expires. Keep the cache tier down for longer than its call
-// timeout on a restart (a supervisor's restart delay), or flush it after the restart.
+// Known window: a cache server that restarts (losing its tombstones) while a fill's load is
+// running could take that fill's old value after the restart. The cache core refuses such a
+// set when any of its calls failed since the fill began, which a restart under load causes;
+// a restart that no call of this app server saw fail is not detected.
 //
 // # Compared with the seed
 //
