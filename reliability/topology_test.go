@@ -337,13 +337,28 @@ func (a *appProc) metric(series string) (float64, bool) {
 }
 
 // breakerState reads strata_breaker_state{name}: 0 closed, 1 half-open, 2 open; -1 when
-// it cannot be read.
+// it cannot be read. For "store" it is the worst of the store's breakers, one per shard
+// ("store:NAME").
 func (a *appProc) breakerState(name string) int {
-	v, ok := a.metric(`strata_breaker_state{name="` + name + `"}`)
-	if !ok {
+	c := &http.Client{Timeout: 500 * time.Millisecond}
+	resp, err := c.Get("http://" + a.admin + "/metrics")
+	if err != nil {
 		return -1
 	}
-	return int(v)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	worst := -1
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, `strata_breaker_state{name="`+name)
+		if !ok || !(strings.HasPrefix(rest, `"} `) || strings.HasPrefix(rest, ":")) {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(rest[strings.LastIndexByte(rest, ' ')+1:]), 64)
+		if err == nil {
+			worst = max(worst, int(f))
+		}
+	}
+	return worst
 }
 
 // openStore opens the given shard's primary directly, bypassing every Strata tier, to check

@@ -46,7 +46,7 @@ func openStore(ctx context.Context, a *config.App, log *slog.Logger) (*openedSto
 			s.Close()
 			return nil, err
 		}
-		return &openedStore{Store: bs["store"], Breakers: map[string]*breaker.Breaker{"store": brs["store:store"]}, Ready: readyAnyShard(bs)}, nil
+		return &openedStore{Store: bs["store"], Breakers: map[string]*breaker.Breaker{"store": brs["store:store"]}, Ready: readyAnyShard(bs, brs)}, nil
 	}
 	backends, names, status, err := openBackends(ctx, a, log)
 	if err != nil {
@@ -57,7 +57,7 @@ func openStore(ctx context.Context, a *config.App, log *slog.Logger) (*openedSto
 		closeBackends(backends)
 		return nil, err
 	}
-	o := &openedStore{Replicas: status, Breakers: brs, Ready: readyAnyShard(backends)}
+	o := &openedStore{Replicas: status, Breakers: brs, Ready: readyAnyShard(backends, brs)}
 	if len(names) == 1 && a.Store.MapFile == "" {
 		o.Store = backends[names[0]]
 		return o, nil
@@ -258,18 +258,26 @@ func guardShards(backends map[string]docstore.Backend) (map[string]*breaker.Brea
 }
 
 // readyAnyShard is the app server's store readiness check over shards: ready while at least
-// one shard answers a read of a reserved document. A shard without its primary does not make
-// the app server unready (the balancer would then drain every app server, and the healthy
-// shards with them); its writes fail with 503 on their own.
-func readyAnyShard(backends map[string]docstore.Backend) func(context.Context) error {
+// one shard answers a (strong, so primary) read of a reserved document. A shard without its
+// primary does not make the app server unready (the balancer would then drain every app
+// server, and the healthy shards with them); its writes fail with 503 on their own. Each read
+// goes through the shard's write breaker, so that the balancer's health checks are also the
+// probes that close a shard's breaker once its primary is back, writes or not.
+func readyAnyShard(backends map[string]docstore.Backend, brs map[string]*breaker.Breaker) func(context.Context) error {
 	return func(ctx context.Context) error {
 		errs := make(chan error, len(backends))
-		for _, b := range backends {
+		for name, b := range backends {
 			go func() {
-				_, err := b.Get(ctx, server.IdempotencyCollection, "readyz")
+				tok, err := brs["store:"+name].Allow()
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, err = b.Get(ctx, server.IdempotencyCollection, "readyz")
 				if errors.Is(err, docstore.ErrNotFound) {
 					err = nil
 				}
+				tok.Done(err)
 				errs <- err
 			}()
 		}
