@@ -238,7 +238,7 @@ func TestShardPrimaryKilled(t *testing.T) {
 	lost := checkNothingLost(t, openStore(t, a.Primary.Addr(), "rel"), "strong", filter(h.Ops(), func(o Op) bool { return o.Key[0] == 's' && onA(o) }))
 	row := Summarize("shard primary killed (1 of 2 shards)", all)
 	row.Detect, row.Recover = detect, recov
-	row.Note = fmt.Sprintf("writes to the shard while down %d (without 503+Retry-After %d, >1s %d); other shard failed %d (BUG: one store breaker, all backends drained: %d/3 ready); eventual reads while down %d failed %d; strong reads %d; lost %d",
+	row.Note = fmt.Sprintf("writes to the shard while down %d (without 503+Retry-After %d, >1s %d); other shard failed %d (%d/3 app servers ready); eventual reads while down %d failed %d; strong reads %d; lost %d",
 		writesDown, badWrites, slowWrites, len(bFailed), readyDuring, evReadsDown, evFailed, strongReadsDown, lost)
 	addRow(t, row)
 }
