@@ -99,7 +99,8 @@ var strategies = []strategy{
 // everything, as a restart without persistence does. Add a store here to check it.
 type sharedStore struct {
 	name string
-	// open returns the store and its restart function.
+	// open returns the store and a function that empties it, as a restart without
+	// persistence does (the test adds the outage around it).
 	open func(t *testing.T) (cache.Store, func())
 }
 
@@ -131,8 +132,20 @@ func TestLinearizable(t *testing.T) {
 		for _, sg := range strategies {
 			t.Run(st.name+"/"+sg.name, func(t *testing.T) {
 				src := newFakeSource()
-				store, restart := st.open(t)
-				c := newCache(t, cache.Config{Store: store, Source: src})
+				store, wipe := st.open(t)
+				// A restart: the store answers nothing for a moment (callers see errors), then
+				// comes back empty, tombstones included.
+				fl := &flakyStore{Store: store}
+				c := newCache(t, cache.Config{Store: fl, Source: src})
+				restart := func() {
+					before := c.Stats().StoreErrors
+					fl.down.Store(true)
+					for c.Stats().StoreErrors == before {
+						time.Sleep(100 * time.Microsecond) // polling: until a call has seen the outage
+					}
+					wipe()
+					fl.down.Store(false)
+				}
 				read, write := sg.read(c, src), sg.write(c)
 				var rec recorder
 				const clients, opsPerClient = 8, 300
