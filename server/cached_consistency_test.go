@@ -210,13 +210,9 @@ func TestLinearizableThroughAPI(t *testing.T) {
 				// The tier stays down until every app server refuses writes up front (its
 				// breaker is open): see the package doc on a cache that restarts while a
 				// fill is in flight.
-				for _, e := range c.envs {
-					for !strings.Contains(string(e.do("PUT", "/v1/docs/probe", adminKey, `{"n":0}`).body), "was not applied") {
-						if ctx.Err() != nil {
-							t.Error("the breakers did not open")
-							return
-						}
-					}
+				if !breakersOpen(ctx, c) {
+					t.Error("the breakers did not open")
+					return
 				}
 				// The outage lasts longer than the store's call timeout (250ms): a fill's set
 				// sent just before the kill is not carried over to the restarted server.
@@ -226,22 +222,29 @@ func TestLinearizableThroughAPI(t *testing.T) {
 				}
 			}
 		}, true},
-		{"redis-flush", func(t *testing.T) (func(t *testing.T) cache.Store, func(t *testing.T, c cluster)) {
-			r := testenv.SharedRedis(t)
+		// A flush without an outage is not a restart the app servers can see: a fill that
+		// spans it could set a value whose tombstone the flush removed. An operator who
+		// empties the cache tier therefore takes it out first, as these cases do: it stops
+		// answering (paused), every app server's breaker opens, it is emptied, and it answers
+		// again; the breakers keep fills out of it until they close.
+		{"redis-pause-flush", func(t *testing.T) (func(t *testing.T) cache.Store, func(t *testing.T, c cluster)) {
+			r := testenv.Redis(t, engines.RedisOptions{})
 			return func(t *testing.T) cache.Store { return redisClient(t, r.Addr()) }, func(t *testing.T, c cluster) {
-				if _, err := r.Do(context.Background(), "FLUSHALL"); err != nil {
-					t.Error(err)
-				}
+				outage(t, c, r.Pause, r.Resume, func() error {
+					_, err := r.Do(context.Background(), "FLUSHALL")
+					return err
+				})
 			}
-		}, false},
-		{"memcached-flush", func(t *testing.T) (func(t *testing.T) cache.Store, func(t *testing.T, c cluster)) {
-			m := testenv.SharedMemcached(t)
+		}, true},
+		{"memcached-pause-flush", func(t *testing.T) (func(t *testing.T) cache.Store, func(t *testing.T, c cluster)) {
+			m := testenv.Memcached(t)
 			return func(t *testing.T) cache.Store { return memcachedClient(t, m.Addr()) }, func(t *testing.T, c cluster) {
-				if _, err := engines.MemcachedCmd(context.Background(), m.Addr(), "flush_all"); err != nil {
-					t.Error(err)
-				}
+				outage(t, c, m.Pause, m.Resume, func() error {
+					_, err := engines.MemcachedCmd(context.Background(), m.Addr(), "flush_all")
+					return err
+				})
 			}
-		}, false},
+		}, true},
 	}
 	for _, strategy := range []string{server.StrategyCacheAside, server.StrategyWriteThrough} {
 		for _, tr := range tiers {
@@ -367,5 +370,41 @@ func TestSessionReadYourWrites(t *testing.T) {
 				t.Fatalf("replica 1 replayed %d of %d (%v %v): replay is not paused", lag, cur, err, err2)
 			}
 		})
+	}
+}
+
+// breakersOpen waits until every app server of c refuses writes up front (its cache breaker
+// is open), or ctx ends.
+func breakersOpen(ctx context.Context, c cluster) bool {
+	for _, e := range c.envs {
+		for !strings.Contains(string(e.do("PUT", "/v1/docs/probe", adminKey, `{"n":0}`).body), "was not applied") {
+			if ctx.Err() != nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// outage takes the cache tier out (pause), waits until every app server's breaker is open,
+// brings it back (resume) and empties it at once, while the breakers still keep the app
+// servers away from it.
+func outage(t *testing.T, c cluster, pause, resume func() error, empty func() error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pause(); err != nil {
+		t.Error(err)
+		return
+	}
+	open := breakersOpen(ctx, c)
+	if err := resume(); err != nil {
+		t.Error(err)
+	}
+	if !open {
+		t.Error("the breakers did not open")
+		return
+	}
+	if err := empty(); err != nil {
+		t.Error(err)
 	}
 }
