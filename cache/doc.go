@@ -32,8 +32,10 @@
 // that restarts loses its tombstones, so a load that began before a write could otherwise set
 // its old value after the restart: a fill therefore stores its value only if no store call of
 // the Cache failed since the fill began. The window left is a restart that this Cache never
-// saw fail (no call of it reached the store while it was down). Config.TombstoneTTL must
-// likewise outlast the slowest load.
+// saw fail (no call of it reached the store while it was down), and, for the same reason, a
+// shared store emptied under live traffic (FLUSHALL, flush_all): take it out first (stop or
+// pause it until the callers' breakers open), empty it, and bring it back. Config.TombstoneTTL
+// must likewise outlast the slowest load.
 //
 // # Compared with the seed
 //
