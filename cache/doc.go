@@ -33,9 +33,10 @@
 // its old value after the restart: a fill therefore stores its value only if no store call of
 // the Cache failed since the fill began. The window left is a restart that this Cache never
 // saw fail (no call of it reached the store while it was down), and, for the same reason, a
-// shared store emptied under live traffic (FLUSHALL, flush_all): take it out first (stop or
-// pause it until the callers' breakers open), empty it, and bring it back. Config.TombstoneTTL
-// must likewise outlast the slowest load.
+// shared store emptied under live traffic (FLUSHALL, flush_all), where a set already in flight
+// can land after the flush: to empty it, restart it instead (stopping it drops what is in
+// flight, and the callers' errors make their fills drop their sets). Config.TombstoneTTL must
+// likewise outlast the slowest load.
 //
 // # Compared with the seed
 //
