@@ -77,35 +77,54 @@ func (s *fakeSource) setHook(h func(string)) {
 type flakyStore struct {
 	cache.Store
 	down atomic.Bool
+	// calls counts the calls in the store (those that passed the down check, and briefly
+	// the ones turned away), so that a test can wait for them to land before it changes the
+	// store underneath.
+	calls atomic.Int64
+}
+
+// enter reports whether a call may go through to the store; calls.Add(-1) must follow when
+// it did.
+func (f *flakyStore) enter() bool {
+	f.calls.Add(1)
+	if f.down.Load() {
+		f.calls.Add(-1)
+		return false
+	}
+	return true
 }
 
 var errDown = fmt.Errorf("flaky: %w", cache.ErrUnavailable)
 
 func (f *flakyStore) Get(ctx context.Context, k string) (cache.Entry, bool, error) {
-	if f.down.Load() {
+	if !f.enter() {
 		return cache.Entry{}, false, errDown
 	}
+	defer f.calls.Add(-1)
 	return f.Store.Get(ctx, k)
 }
 
 func (f *flakyStore) SetIfNewer(ctx context.Context, k string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
-	if f.down.Load() {
+	if !f.enter() {
 		return 0, errDown
 	}
+	defer f.calls.Add(-1)
 	return f.Store.SetIfNewer(ctx, k, e, ttl)
 }
 
 func (f *flakyStore) Invalidate(ctx context.Context, k string, v int64, ttl time.Duration) error {
-	if f.down.Load() {
+	if !f.enter() {
 		return errDown
 	}
+	defer f.calls.Add(-1)
 	return f.Store.Invalidate(ctx, k, v, ttl)
 }
 
 func (f *flakyStore) Lease(ctx context.Context, k string, ttl time.Duration) (cache.Lease, bool, error) {
-	if f.down.Load() {
+	if !f.enter() {
 		return nil, false, errDown
 	}
+	defer f.calls.Add(-1)
 	return f.Store.Lease(ctx, k, ttl)
 }
 

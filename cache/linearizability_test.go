@@ -143,6 +143,9 @@ func TestLinearizable(t *testing.T) {
 					for c.Stats().StoreErrors == before {
 						time.Sleep(100 * time.Microsecond) // polling: until a call has seen the outage
 					}
+					for fl.calls.Load() != 0 {
+						time.Sleep(100 * time.Microsecond) // polling: calls that got in before the outage land
+					}
 					wipe()
 					fl.down.Store(false)
 				}
