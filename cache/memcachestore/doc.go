@@ -24,4 +24,9 @@
 //
 // Compared with using gomemcache directly: a plain Set lets a slow reader overwrite a newer
 // value (the stale set); here every write is ordered by the source's version.
+//
+// A restart: SetIfNewer is a gets/cas loop of several round trips, so one that spans a server
+// restart can finish on the restarted, empty server with a version older than a write whose
+// own set failed during the outage. Where strong consistency must survive cache restarts, use
+// Redis (one script per set, which a restart runs whole or drops) or the cache node.
 package memcachestore
