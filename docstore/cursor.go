@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"strings"
 )
 
 // Cursors are opaque to callers. Inside, a cursor is the last id of the previous page,
@@ -43,6 +44,10 @@ func DecodeCursor(collection, cursor string) (string, error) {
 	}
 	if len(cursor) > base64.RawURLEncoding.EncodedLen(1+MaxIDBytes+4) {
 		return "", fmt.Errorf("%w: cursor too long", ErrInvalid)
+	}
+	// The decoder skips CR and LF; a cursor has one spelling only, so refuse them.
+	if strings.ContainsAny(cursor, "\r\n") {
+		return "", fmt.Errorf("%w: malformed cursor", ErrInvalid)
 	}
 	b, err := base64.RawURLEncoding.DecodeString(cursor)
 	if err != nil {
