@@ -179,66 +179,26 @@ func TestLeaseReleaseKeepsSuccessor(t *testing.T) {
 	}
 }
 
-func faults(t *testing.T, s *memcachestore.Store, limit time.Duration) {
-	t.Helper()
-	ctx := context.Background()
-	calls := map[string]func() error{
-		"Get": func() error { _, _, err := s.Get(ctx, "k"); return err },
-		"SetIfNewer": func() error {
-			_, err := s.SetIfNewer(ctx, "k", cache.Entry{Value: []byte("v"), Version: 2}, time.Hour)
-			return err
-		},
-		"Invalidate": func() error { return s.Invalidate(ctx, "k", 3, time.Hour) },
-		"Delete":     func() error { return s.Delete(ctx, "k") },
-		"Lease":      func() error { _, _, err := s.Lease(ctx, "k", time.Second); return err },
-	}
-	for name, call := range calls {
-		start := time.Now()
-		err := call()
-		if took := time.Since(start); took > limit {
-			t.Errorf("%s took %v, want <= %v", name, took, limit)
-		}
-		if !errors.Is(err, cache.ErrUnavailable) {
-			t.Errorf("%s = %v, want cache.ErrUnavailable", name, err)
-		}
-	}
-}
-
-func recovers(t *testing.T, s *memcachestore.Store) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		_, err := s.SetIfNewer(context.Background(), "after", cache.Entry{Value: []byte("v"), Version: 1}, time.Hour)
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("store did not recover: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestPausedAndKilledMemcached(t *testing.T) {
 	m := testenv.Memcached(t)
 	s := openClose(t, memcachestore.Config{Addrs: []string{m.Addr()}, Timeout: 100 * time.Millisecond})
-	recovers(t, s)
+	cachetest.Recovers(t, s)
 	if err := m.Pause(); err != nil {
 		t.Fatal(err)
 	}
-	faults(t, s, time.Second)
+	cachetest.Unavailable(t, s, time.Second)
 	if err := m.Resume(); err != nil {
 		t.Fatal(err)
 	}
-	recovers(t, s)
+	cachetest.Recovers(t, s)
 	if err := m.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	faults(t, s, time.Second)
+	cachetest.Unavailable(t, s, time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := m.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	recovers(t, s)
+	cachetest.Recovers(t, s)
 }

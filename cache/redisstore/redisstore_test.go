@@ -392,63 +392,20 @@ func TestClientCacheInvalidationBound(t *testing.T) {
 	}
 }
 
-// faults checks that every call on a store whose Redis is unreachable returns promptly with
-// an error wrapping cache.ErrUnavailable.
-func faults(t *testing.T, s *redisstore.Store, limit time.Duration) {
-	t.Helper()
-	ctx := context.Background()
-	calls := map[string]func() error{
-		"Get": func() error { _, _, err := s.Get(ctx, "k"); return err },
-		"SetIfNewer": func() error {
-			_, err := s.SetIfNewer(ctx, "k", cache.Entry{Value: []byte("v"), Version: 2}, time.Hour)
-			return err
-		},
-		"Invalidate": func() error { return s.Invalidate(ctx, "k", 3, time.Hour) },
-		"Delete":     func() error { return s.Delete(ctx, "k") },
-		"Lease":      func() error { _, _, err := s.Lease(ctx, "k", time.Second); return err },
-	}
-	for name, call := range calls {
-		start := time.Now()
-		err := call()
-		if took := time.Since(start); took > limit {
-			t.Errorf("%s took %v, want <= %v", name, took, limit)
-		}
-		if !errors.Is(err, cache.ErrUnavailable) {
-			t.Errorf("%s = %v, want cache.ErrUnavailable", name, err)
-		}
-	}
-}
-
-// recovers polls until the store answers again.
-func recovers(t *testing.T, s *redisstore.Store) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		_, err := s.SetIfNewer(context.Background(), "after", cache.Entry{Value: []byte("v"), Version: 1}, time.Hour)
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("store did not recover: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestPausedRedis(t *testing.T) {
 	r := testenv.Redis(t, engines.RedisOptions{})
 	for _, csc := range []time.Duration{0, time.Second} {
 		t.Run(fmt.Sprint("csc=", csc), func(t *testing.T) {
 			s := openClose(t, redisstore.Config{Addrs: []string{r.Addr()}, Timeout: 100 * time.Millisecond, ClientCacheTTL: csc})
-			recovers(t, s)
+			cachetest.Recovers(t, s)
 			if err := r.Pause(); err != nil {
 				t.Fatal(err)
 			}
-			faults(t, s, time.Second)
+			cachetest.Unavailable(t, s, time.Second)
 			if err := r.Resume(); err != nil {
 				t.Fatal(err)
 			}
-			recovers(t, s)
+			cachetest.Recovers(t, s)
 		})
 	}
 }
@@ -456,17 +413,17 @@ func TestPausedRedis(t *testing.T) {
 func TestKilledRedis(t *testing.T) {
 	r := testenv.Redis(t, engines.RedisOptions{})
 	s := openClose(t, redisstore.Config{Addrs: []string{r.Addr()}, Timeout: 100 * time.Millisecond})
-	recovers(t, s)
+	cachetest.Recovers(t, s)
 	if err := r.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	faults(t, s, time.Second)
+	cachetest.Unavailable(t, s, time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := r.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	recovers(t, s)
+	cachetest.Recovers(t, s)
 }
 
 func TestNewUnreachable(t *testing.T) {
