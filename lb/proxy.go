@@ -438,24 +438,14 @@ func (cc *clientConn) buildRequestHead() {
 	// X-Forwarded-For: the earlier hops, then the peer.
 	b = append(b, "X-Forwarded-For: "...)
 	if req.xff > 0 {
-		for _, h := range req.headers {
-			if equalFold(h.name, "X-Forwarded-For") && len(h.value) > 0 {
-				b = append(b, h.value...)
-				b = append(b, ", "...)
-			}
-		}
+		b = appendEarlierHops(b, req.headers, "X-Forwarded-For")
 	}
 	b = append(b, cc.peerIP...)
 	b = append(b, "\r\n"...)
 	// Forwarded (RFC 7239): the earlier elements, then ours.
 	b = append(b, "Forwarded: "...)
 	if req.forwarded > 0 {
-		for _, h := range req.headers {
-			if equalFold(h.name, "Forwarded") && len(h.value) > 0 {
-				b = append(b, h.value...)
-				b = append(b, ", "...)
-			}
-		}
+		b = appendEarlierHops(b, req.headers, "Forwarded")
 	}
 	b = append(b, "for="...)
 	b = append(b, cc.peerNode...)
@@ -645,4 +635,16 @@ func indexByte(b []byte, c byte) int {
 		}
 	}
 	return -1
+}
+
+// appendEarlierHops appends the non-empty values of every header called name, each followed
+// by ", ", so that the proxy's own hop can be appended after them.
+func appendEarlierHops(b []byte, headers []header, name string) []byte {
+	for _, h := range headers {
+		if equalFold(h.name, name) && len(h.value) > 0 {
+			b = append(b, h.value...)
+			b = append(b, ", "...)
+		}
+	}
+	return b
 }
