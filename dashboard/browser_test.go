@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,30 +12,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/strata-project/strata/dashboard"
+	"github.com/strata-project/strata/internal/testenv"
 )
-
-// chromium returns the path of Debian's chromium, skipping the test when it
-// is absent (failing when STRATA_REQUIRE_SERVICES=1).
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("STRATA_CHROMIUM"), "/usr/bin/chromium"} {
-		if p == "" {
-			continue
-		}
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
-	}
-	msg := "chromium not found: install Debian's package (apt-get install -y chromium) or set STRATA_CHROMIUM"
-	if os.Getenv("STRATA_REQUIRE_SERVICES") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
 
 // artifactDir is where screenshots go: $STRATA_ARTIFACTS when set, else a
 // temporary folder of the test.
@@ -53,7 +30,7 @@ func artifactDir(t *testing.T) string {
 func browser(t *testing.T) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
+		chromedp.ExecPath(testenv.Chromium(t)),
 		chromedp.Flag("headless", true),
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,

@@ -9,29 +9,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-)
 
-// chromiumPath returns Debian's chromium, skipping the test when it is absent (failing when
-// STRATA_REQUIRE_SERVICES=1).
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("STRATA_CHROMIUM"), "/usr/bin/chromium"} {
-		if p != "" {
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-		}
-	}
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
-	}
-	msg := "chromium not found: install Debian's package (apt-get install -y chromium) or set STRATA_CHROMIUM"
-	if os.Getenv("STRATA_REQUIRE_SERVICES") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
+	"github.com/strata-project/strata/internal/testenv"
+)
 
 // TestUpDashboardInBrowser opens the dashboard of a real `strata up` in headless Chromium:
 // it shows three app servers, and one of them down within 3 s after it is really killed
@@ -41,7 +21,7 @@ func TestUpDashboardInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: builds the binary, runs the topology and a browser")
 	}
-	chrome := chromiumPath(t)
+	chrome := testenv.Chromium(t)
 	bin := buildStrata(t)
 	u, _ := startUp(t, bin, 30*time.Second, "--data", t.TempDir(), "--fresh", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
 	defer func() {
