@@ -35,6 +35,9 @@ type Op struct {
 	Value   int64         // the value written, or the value read (-1: not found)
 	Served  string        // X-Served-By or X-Cache of a read, for the record
 	Retry   string        // the Retry-After header of the answer
+	// NotApplied marks a failed write the server says it refused before applying
+	// (Strata-Write-Applied: false): it did not happen.
+	NotApplied bool
 }
 
 // OK reports whether the operation succeeded: 2xx, or a 404 read (the document does not
@@ -203,6 +206,8 @@ func Linearizable(ops []Op, timeout time.Duration) (porcupine.CheckResult, int) 
 		case o.Kind == Get && o.OK():
 			hist = append(hist, porcupine.Operation{ClientId: o.Client, Input: registerInput{key: o.Key},
 				Call: int64(o.Start), Output: o.Value, Return: int64(o.End)})
+		case o.Write() && o.NotApplied:
+			// Refused before it was applied: it constrains nothing.
 		case o.Write():
 			end := int64(o.End)
 			if !o.OK() {
@@ -213,4 +218,71 @@ func Linearizable(ops []Op, timeout time.Duration) (porcupine.CheckResult, int) 
 		}
 	}
 	return porcupine.CheckOperationsTimeout(registerModel, hist, timeout), len(hist)
+}
+
+// Explain looks for the two plainest shapes of a stale read in a history that porcupine
+// found illegal, and describes up to max of them:
+//   - a read returned x although a write of another value started after x's write was
+//     acknowledged and was itself acknowledged before the read began;
+//   - two reads, one finished before the other began, where the later one returned x and the
+//     earlier one returned y, y's write starting only after x's write was acknowledged.
+//
+// Writes without a success answer count from their start (they may have happened). The
+// result is for the test log; a violation of another shape gives no line.
+func Explain(ops []Op, max int) []string {
+	writes := map[int64]Op{} // value -> its write (values are unique per history)
+	byKey := map[string][]Op{}
+	for _, o := range ops {
+		if o.Write() && !o.NotApplied {
+			writes[o.Value] = o
+			byKey[o.Key] = append(byKey[o.Key], o)
+		}
+	}
+	var out []string
+	describe := func(o Op) string {
+		return fmt.Sprintf("%s(%s)=%d client %d [%v..%v] status %d served %q", o.Kind, o.Key, o.Value, o.Client,
+			o.Start.Round(time.Microsecond), o.End.Round(time.Microsecond), o.Status, o.Served)
+	}
+	var reads []Op
+	for _, o := range ops {
+		if o.Kind == Get && o.OK() {
+			reads = append(reads, o)
+		}
+	}
+	for _, r := range reads {
+		wx, ok := writes[r.Value]
+		if !ok || !wx.OK() {
+			continue
+		}
+		for _, wy := range byKey[r.Key] {
+			if wy.Value != r.Value && wy.OK() && wy.Start > wx.End && wy.End < r.Start {
+				out = append(out, fmt.Sprintf("stale read: %s\n    returned the value of %s\n    overwritten by %s", describe(r), describe(wx), describe(wy)))
+				break
+			}
+		}
+		if len(out) >= max {
+			return out
+		}
+	}
+	slices.SortFunc(reads, func(a, b Op) int { return int(a.Start - b.Start) })
+	for i, r1 := range reads {
+		wy, ok := writes[r1.Value]
+		if !ok {
+			continue
+		}
+		for _, r2 := range reads[i+1:] {
+			if r2.Key != r1.Key || r2.Start <= r1.End || r2.Value == r1.Value {
+				continue
+			}
+			wx, ok := writes[r2.Value]
+			if ok && wx.OK() && wy.Start > wx.End {
+				out = append(out, fmt.Sprintf("read went back: %s\n    after %s\n    (%s, then %s)", describe(r2), describe(r1), describe(wx), describe(wy)))
+				if len(out) >= max {
+					return out
+				}
+				break
+			}
+		}
+	}
+	return out
 }

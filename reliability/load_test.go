@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/strata-project/strata/server"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -182,6 +184,7 @@ func (c *client) once(ctx context.Context, o *Op, idem string) {
 		o.Version = v
 	}
 	o.Retry = resp.Header.Get("Retry-After")
+	o.NotApplied = resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(server.HeaderWriteApplied) == "false"
 	o.Served = resp.Header.Get("X-Served-By") + resp.Header.Get("X-Cache")
 	if o.Kind == Get {
 		switch {

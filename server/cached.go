@@ -44,6 +44,11 @@ var (
 	ErrConditionalUnsupported = errors.New("server: conditional writes are not supported by write-behind")
 )
 
+// HeaderWriteApplied is set to "false" on the 503 of a write refused before it reached the
+// store (the shared cache tier was known to be down), so that the client knows the write did
+// not happen. Without it, a failed write's outcome is unknown.
+const HeaderWriteApplied = "Strata-Write-Applied"
+
 // CachedConfig configures a Cached access path for one collection.
 type CachedConfig struct {
 	// Collection is the collection served. Required.
@@ -440,11 +445,19 @@ func (a *Cached) publish(ctx context.Context, key string, version int64, value [
 	return nil
 }
 
-// guard runs one cache store call through the cache's breaker.
+// guard runs one cache store call of a write's publish through the cache's breaker. When
+// the breaker refuses the call (open, or half-open with its probe taken) and the collection
+// fails closed, the call is made anyway: the write is already in the store, and an
+// invalidation skipped while the cache tier is in fact back would let another app server,
+// whose breaker is closed, fill the key with the old value. The breaker only spares calls
+// that may be skipped; this one may not.
 func (a *Cached) guard(fn func() error) error {
 	tok, err := a.br.Allow()
 	if err != nil {
-		return err
+		if !a.failClosed() {
+			return err
+		}
+		return fn()
 	}
 	err = fn()
 	tok.Done(err)

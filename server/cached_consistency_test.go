@@ -160,6 +160,9 @@ func runHistory(t *testing.T, c cluster, clients int, d time.Duration, disrupt f
 				case op.kind == 'd' && status == 404:
 					out = docResult{found: false}
 				case status == 503 && strings.Contains(string(b), "was not applied"):
+					if got := res.Header.Get(server.HeaderWriteApplied); got != "false" {
+						t.Errorf("a write refused before it was applied has %s: %q (want false)", server.HeaderWriteApplied, got)
+					}
 					refused.Add(1)
 					continue // the server promises the write did not happen
 				default:

@@ -63,7 +63,8 @@
 // session collections fail closed (503, Retry-After): their invalidation could not reach
 // the cache, and another app server could serve the old value from it afterwards. The
 // problem detail says whether the write was refused before it was applied or reached the
-// store unconfirmed. Eventual collections keep taking writes and leave the invalidation to
+// store unconfirmed; a write refused before it was applied also carries the header
+// Strata-Write-Applied: false, so that a client knows it may retry without reading first. Eventual collections keep taking writes and leave the invalidation to
 // the cache core's durable pending queue. Write-behind is refused for strong and session
 // consistency (a pending write is visible only in the app server that took it).
 //

@@ -614,6 +614,7 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 		detail := "the shared cache tier is unreachable: writes of this collection are refused until it is back, so that no app server serves an old value from it; "
 		if errors.Is(err, errNotApplied) {
 			detail += "this write was not applied"
+			w.Header().Set(HeaderWriteApplied, "false")
 		} else {
 			detail += "this write reached the store but its outcome is not confirmed: read the document before retrying, or retry with the same Idempotency-Key"
 		}
