@@ -407,3 +407,53 @@ func TestParseLSN(t *testing.T) {
 		}
 	}
 }
+
+// A cluster started with Reuse on the directory of an earlier one finds its data on the primary
+// and on the replica, and the replica streams again from the primary on its new port.
+func TestPostgresReuse(t *testing.T) {
+	ctx := ctxT(t, 3*time.Minute)
+	dir := testenv.Dir(t)
+	start := func() *engines.PostgresCluster {
+		t.Helper()
+		c, err := engines.StartPostgres(ctx, engines.PostgresOptions{Dir: dir, Replicas: 1, Reuse: true})
+		if err != nil {
+			if engines.IsMissingBinary(err) && !testenv.RequireServices() {
+				t.Skip(err)
+			}
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	c := start()
+	if err := c.Primary.Exec(ctx, "postgres", "CREATE TABLE kv (k text PRIMARY KEY, v text)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Primary.Exec(ctx, "postgres", "INSERT INTO kv VALUES ('kept', 'yes')"); err != nil {
+		t.Fatal(err)
+	}
+	waitRow(t, ctx, c.Replicas[0], "kept", "yes")
+	oldPort := c.Primary.Addr()
+	c.Close() // SIGKILL: what a crash leaves behind
+
+	c = start()
+	if c.Primary.Addr() == oldPort {
+		t.Logf("the primary happens to listen on its old port %s", oldPort)
+	}
+	waitRow(t, ctx, c.Primary, "kept", "yes")
+	waitRow(t, ctx, c.Replicas[0], "kept", "yes")
+	if err := c.Primary.Exec(ctx, "postgres", "INSERT INTO kv VALUES ('after', 'restart')"); err != nil {
+		t.Fatal(err)
+	}
+	waitRow(t, ctx, c.Replicas[0], "after", "restart")
+	if err := c.WaitStreaming(ctx); err != nil {
+		t.Fatalf("the replica does not stream from the restarted primary: %v", err)
+	}
+
+	// Without Reuse, a directory that holds a cluster is refused, as before.
+	c.Close()
+	if c2, err := engines.StartPostgres(ctx, engines.PostgresOptions{Dir: dir}); err == nil {
+		c2.Close()
+		t.Fatal("StartPostgres without Reuse started on a directory that holds a cluster")
+	}
+}

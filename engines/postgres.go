@@ -30,6 +30,13 @@ type PostgresOptions struct {
 	Durable bool
 	// Settings are extra server settings (name -> value), applied to every node.
 	Settings map[string]string
+	// Reuse starts on what an earlier cluster left in Dir: a primary whose data directory
+	// holds a cluster skips initdb and starts on its data, and a replica that has data
+	// resumes streaming from where it stopped (the primary's new port reaches it on its
+	// command line); a replica without data is cloned as usual. Without a primary's data,
+	// the replicas' old data is removed and they are cloned anew. Default false: Dir must
+	// not hold a cluster yet.
+	Reuse bool
 }
 
 // PostgresCluster is a PostgreSQL primary and its streaming replicas, each a child process.
@@ -76,9 +83,12 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*PostgresCluster,
 	if err != nil {
 		return nil, err
 	}
-	if out, err := c.tool(ctx, "initdb", "-D", c.Primary.dataDir, "-U", pgUser, "-A", "trust",
-		"-E", "UTF8", "--locale=C", "--no-sync"); err != nil {
-		return nil, fmt.Errorf("engines: initdb: %w\n%s", err, out)
+	reused := opts.Reuse && hasCluster(c.Primary.dataDir)
+	if !reused {
+		if out, err := c.tool(ctx, "initdb", "-D", c.Primary.dataDir, "-U", pgUser, "-A", "trust",
+			"-E", "UTF8", "--locale=C", "--no-sync"); err != nil {
+			return nil, fmt.Errorf("engines: initdb: %w\n%s", err, out)
+		}
 	}
 	if err := c.Primary.Restart(ctx); err != nil {
 		c.Close()
@@ -91,7 +101,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*PostgresCluster,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.Replicas[i], errs[i] = c.startReplica(ctx, fmt.Sprintf("replica%d", i+1))
+			c.Replicas[i], errs[i] = c.startReplica(ctx, fmt.Sprintf("replica%d", i+1), reused)
 		}()
 	}
 	wg.Wait()
@@ -148,14 +158,34 @@ func (c *PostgresCluster) newNode(name string) (*PGNode, error) {
 	return n, nil
 }
 
-func (c *PostgresCluster) startReplica(ctx context.Context, name string) (*PGNode, error) {
+// hasCluster reports whether dir holds an initialised PostgreSQL data directory.
+func hasCluster(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "PG_VERSION"))
+	return err == nil
+}
+
+// startReplica clones a replica from the primary and starts it; with resume, a replica that
+// has data from an earlier run starts on it instead.
+func (c *PostgresCluster) startReplica(ctx context.Context, name string, resume bool) (*PGNode, error) {
 	n, err := c.newNode(name)
 	if err != nil {
 		return nil, err
 	}
-	if out, err := c.tool(ctx, "pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(c.Primary.port),
-		"-U", pgUser, "-D", n.dataDir, "-R", "-X", "stream", "-c", "fast", "--no-sync"); err != nil {
-		return nil, fmt.Errorf("engines: pg_basebackup for %s: %w\n%s", name, err, out)
+	if resume && hasCluster(n.dataDir) {
+		// The primary listens on a new port: the command line overrides the primary_conninfo
+		// that pg_basebackup wrote.
+		n.args = append(n.args, "-c", fmt.Sprintf("primary_conninfo=host=127.0.0.1 port=%d user=%s", c.Primary.port, pgUser))
+	} else {
+		if c.opts.Reuse {
+			// Data of a replica whose primary was made anew cannot stream from it.
+			if err := os.RemoveAll(n.dataDir); err != nil {
+				return nil, fmt.Errorf("engines: %w", err)
+			}
+		}
+		if out, err := c.tool(ctx, "pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(c.Primary.port),
+			"-U", pgUser, "-D", n.dataDir, "-R", "-X", "stream", "-c", "fast", "--no-sync"); err != nil {
+			return nil, fmt.Errorf("engines: pg_basebackup for %s: %w\n%s", name, err, out)
+		}
 	}
 	if err := n.Restart(ctx); err != nil {
 		n.close()
