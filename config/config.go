@@ -25,6 +25,8 @@ type File struct {
 	LB *LB `yaml:"lb"`
 	// App configures `strata app`. Default nil: no app section.
 	App *App `yaml:"app"`
+	// Up configures `strata up --config` (see Up). Default nil: no up section.
+	Up *Up `yaml:"up"`
 
 	root *yaml.Node // the parsed document, for line numbers
 }
