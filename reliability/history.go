@@ -230,11 +230,15 @@ func Linearizable(ops []Op, timeout time.Duration) (porcupine.CheckResult, int) 
 // Writes without a success answer count from their start (they may have happened). The
 // result is for the test log; a violation of another shape gives no line.
 func Explain(ops []Op, max int) []string {
-	writes := map[int64]Op{} // value -> its write (values are unique per history)
+	type kv struct {
+		key   string
+		value int64
+	}
+	writes := map[kv]Op{} // each write of a key writes a value of its own
 	byKey := map[string][]Op{}
 	for _, o := range ops {
 		if o.Write() && !o.NotApplied {
-			writes[o.Value] = o
+			writes[kv{o.Key, o.Value}] = o
 			byKey[o.Key] = append(byKey[o.Key], o)
 		}
 	}
@@ -250,7 +254,7 @@ func Explain(ops []Op, max int) []string {
 		}
 	}
 	for _, r := range reads {
-		wx, ok := writes[r.Value]
+		wx, ok := writes[kv{r.Key, r.Value}]
 		if !ok || !wx.OK() {
 			continue
 		}
@@ -266,7 +270,7 @@ func Explain(ops []Op, max int) []string {
 	}
 	slices.SortFunc(reads, func(a, b Op) int { return int(a.Start - b.Start) })
 	for i, r1 := range reads {
-		wy, ok := writes[r1.Value]
+		wy, ok := writes[kv{r1.Key, r1.Value}]
 		if !ok {
 			continue
 		}
@@ -274,7 +278,7 @@ func Explain(ops []Op, max int) []string {
 			if r2.Key != r1.Key || r2.Start <= r1.End || r2.Value == r1.Value {
 				continue
 			}
-			wx, ok := writes[r2.Value]
+			wx, ok := writes[kv{r2.Key, r2.Value}]
 			if ok && wx.OK() && wy.Start > wx.End {
 				out = append(out, fmt.Sprintf("read went back: %s\n    after %s\n    (%s, then %s)", describe(r2), describe(r1), describe(wx), describe(wy)))
 				if len(out) >= max {
