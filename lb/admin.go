@@ -140,6 +140,29 @@ type BackendStatus struct {
 	FailStreak int     `json:"fail_streak"`
 }
 
+// Stats are a balancer's counters since New.
+type Stats struct {
+	Requests       uint64 // requests received
+	Retries        uint64 // retries made
+	RetriesDenied  uint64 // retries refused by the retry budget
+	RateLimited    uint64 // requests refused by the edge rate limit
+	BadRequests    uint64 // malformed requests
+	UpstreamErrors uint64 // requests answered with a proxy error (502, 503, 504)
+	Hedges         uint64 // hedged tries sent
+	HedgesWon      uint64 // hedged tries that answered before the first try
+	HedgesDenied   uint64 // hedges refused by the hedge budget
+}
+
+// Stats returns the balancer's counters.
+func (l *LB) Stats() Stats {
+	s := &l.stats
+	return Stats{
+		Requests: s.requests.Load(), Retries: s.retries.Load(), RetriesDenied: s.retriesDenied.Load(),
+		RateLimited: s.limited.Load(), BadRequests: s.badRequests.Load(), UpstreamErrors: s.upstreamErrors.Load(),
+		Hedges: s.hedges.Load(), HedgesWon: s.hedgesWon.Load(), HedgesDenied: s.hedgesDenied.Load(),
+	}
+}
+
 // Status returns the state of every backend.
 func (l *LB) Status() []BackendStatus {
 	now := monoNow()
@@ -230,29 +253,38 @@ var (
 	descBLatency   = prometheus.NewDesc("strata_lb_backend_latency_seconds", "Peak-EWMA latency estimate.", []string{"backend"}, nil)
 	descBUp        = prometheus.NewDesc("strata_lb_backend_up", "1 when the backend takes new requests.", []string{"backend"}, nil)
 	descBOpenConns = prometheus.NewDesc("strata_lb_backend_open_connections", "Connections open to the backend.", []string{"backend"}, nil)
+	descHedges     = prometheus.NewDesc("strata_lb_hedges_total", "Hedged tries sent.", nil, nil)
+	descHedgesWon  = prometheus.NewDesc("strata_lb_hedges_won_total", "Hedged tries that answered first.", nil, nil)
+	descHedgesDen  = prometheus.NewDesc("strata_lb_hedges_denied_total", "Hedges refused by the hedge budget.", nil, nil)
+	descHedgeDelay = prometheus.NewDesc("strata_lb_hedge_delay_seconds", "Current hedge delay (0: hedging off).", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descRetries, descDenied, descLimited, descBad, descUpstream,
-		descBReq, descBFail, descBEject, descBInflight, descBLatency, descBUp, descBOpenConns} {
+		descBReq, descBFail, descBEject, descBInflight, descBLatency, descBUp, descBOpenConns,
+		descHedges, descHedgesWon, descHedgesDen, descHedgeDelay} {
 		ch <- d
 	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	s := &c.l.stats
+	s := c.l.Stats()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	counter(descRequests, s.requests.Load())
-	counter(descRetries, s.retries.Load())
-	counter(descDenied, s.retriesDenied.Load())
-	counter(descLimited, s.limited.Load())
-	counter(descBad, s.badRequests.Load())
-	counter(descUpstream, s.upstreamErrors.Load())
+	counter(descRequests, s.Requests)
+	counter(descRetries, s.Retries)
+	counter(descDenied, s.RetriesDenied)
+	counter(descLimited, s.RateLimited)
+	counter(descBad, s.BadRequests)
+	counter(descUpstream, s.UpstreamErrors)
+	counter(descHedges, s.Hedges)
+	counter(descHedgesWon, s.HedgesWon)
+	counter(descHedgesDen, s.HedgesDenied)
+	gauge(descHedgeDelay, c.l.HedgeDelay().Seconds())
 	for _, st := range c.l.Status() {
 		a := st.Address
 		counter(descBReq, st.Requests, a)

@@ -2,11 +2,13 @@ package lb
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"math"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -105,6 +107,15 @@ func (b *Backend) observe(now, rtt int64, ok bool, tau time.Duration) {
 	b.lb.failure(b, now)
 }
 
+// observeLatency feeds a latency to the peak-EWMA estimate without an
+// outcome: a hedged try cancelled because the other answered first took at
+// least rtt.
+func (b *Backend) observeLatency(now, rtt int64, tau time.Duration) {
+	b.mu.Lock()
+	b.updateEWMALocked(now, float64(rtt), tau)
+	b.mu.Unlock()
+}
+
 func (b *Backend) updateEWMALocked(now int64, rtt float64, tau time.Duration) {
 	if rtt > b.ewma || b.ewmaStamp == 0 {
 		// Peak: a slow response raises the estimate at once.
@@ -124,6 +135,13 @@ type bconn struct {
 	bw       *bufio.Writer
 	lastUsed int64 // monotonic ns when it went idle
 	reused   bool  // served a request before
+
+	// liveness check (see alive): set up once per connection so that a
+	// check allocates nothing
+	raw     syscall.RawConn
+	peekFn  func(fd uintptr)
+	peekBuf [1]byte
+	peekOK  bool
 }
 
 // connPool keeps idle keep-alive connections to one backend, newest first,
@@ -136,8 +154,12 @@ type connPool struct {
 	waiters []chan *bconn // handed a connection, or nil meaning "dial one"
 }
 
-// get returns an idle connection or dials a new one.
-func (b *Backend) getConn(now int64) (*bconn, error) {
+// getConn returns an idle connection that is still alive, or dials a new
+// one. At the connection cap it waits for one (up to the per-try timeout)
+// when wait is set and MaxPendingPerBackend allows, else it returns
+// ErrBackendFull. ctx cancels a dial. An error means that nothing was
+// written to the backend.
+func (b *Backend) getConn(ctx context.Context, now int64, wait bool) (*bconn, error) {
 	o := &b.lb.opts
 	p := &b.pool
 	p.mu.Lock()
@@ -146,7 +168,15 @@ func (b *Backend) getConn(now int64) (*bconn, error) {
 		p.idle = p.idle[:len(p.idle)-1]
 		if now-c.lastUsed < int64(o.idleTimeout) {
 			p.mu.Unlock()
-			return c, nil
+			// The backend may have closed the connection while it was idle
+			// (it died, restarted, or timed the connection out): a request
+			// written to it would be lost, and a POST could not be retried.
+			if c.alive() {
+				return c, nil
+			}
+			b.closeConn(c)
+			p.mu.Lock()
+			continue
 		}
 		p.open--
 		p.mu.Unlock()
@@ -154,7 +184,7 @@ func (b *Backend) getConn(now int64) (*bconn, error) {
 		p.mu.Lock()
 	}
 	if o.maxConns > 0 && p.open >= o.maxConns {
-		if p.pending >= o.maxPending {
+		if !wait || p.pending >= o.maxPending {
 			p.mu.Unlock()
 			return nil, ErrBackendFull
 		}
@@ -170,7 +200,7 @@ func (b *Backend) getConn(now int64) (*bconn, error) {
 				return c, nil
 			}
 			// A slot was freed for us: p.open already counts it.
-			return b.dial()
+			return b.dial(ctx)
 		case <-t.C:
 			p.mu.Lock()
 			for i, w := range p.waiters {
@@ -193,12 +223,12 @@ func (b *Backend) getConn(now int64) (*bconn, error) {
 	}
 	p.open++
 	p.mu.Unlock()
-	return b.dial()
+	return b.dial(ctx)
 }
 
-func (b *Backend) dial() (*bconn, error) {
+func (b *Backend) dial(ctx context.Context) (*bconn, error) {
 	d := net.Dialer{Timeout: b.lb.opts.connectTimeout, KeepAlive: 30 * time.Second}
-	nc, err := d.Dial("tcp", b.addr)
+	nc, err := d.DialContext(ctx, "tcp", b.addr)
 	if err != nil {
 		b.connClosed()
 		return nil, err
@@ -206,7 +236,9 @@ func (b *Backend) dial() (*bconn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	return &bconn{Conn: nc, br: bufio.NewReaderSize(nc, 8192), bw: bufio.NewWriterSize(nc, 4096)}, nil
+	c := &bconn{Conn: nc, br: bufio.NewReaderSize(nc, 8192), bw: bufio.NewWriterSize(nc, 4096)}
+	c.newPeek(nc)
+	return c, nil
 }
 
 // putConn returns a healthy connection for reuse.

@@ -118,12 +118,39 @@ type RetryConfig struct {
 	OnStatus []int
 }
 
-// HedgeConfig is reserved for hedged GET requests, which are not implemented yet: a non-zero
-// Delay is refused by New rather than silently ignored.
+// HedgeConfig configures hedged requests. A GET or HEAD without a body whose
+// first try has not answered after the hedge delay is sent to a second
+// backend as well (one that is eligible and not tried yet); the first
+// response head wins and the other try is cancelled: its connection is
+// closed. Other methods and requests with a body are never hedged. The zero
+// value turns hedging off.
 type HedgeConfig struct {
-	// Delay must be 0.
+	// Delay is a fixed hedge delay. Default 0. Set Delay or Percentile, not
+	// both; it must be below RetryConfig.PerTryTimeout.
 	Delay time.Duration
+	// Percentile (50 to 99.9) hedges after that percentile of the time
+	// GET and HEAD requests waited for their response heads over the last
+	// ten seconds (p95 with 95), clamped to [MinDelay, MaxDelay]. Until
+	// enough requests were seen (ten above the percentile: 200 for p95), the
+	// delay is MaxDelay. Default 0.
+	Percentile float64
+	// MinDelay is the floor of a percentile delay. Default 2ms.
+	MinDelay time.Duration
+	// MaxDelay is the cap of a percentile delay. Default 1s, or half of
+	// RetryConfig.PerTryTimeout if that is less; it must be below
+	// PerTryTimeout.
+	MaxDelay time.Duration
+	// Budget bounds hedges across requests, so that a general slowdown
+	// (when every request is slow) cannot double the load: over its window,
+	// hedges may not exceed Ratio times the hedgeable requests plus
+	// MinPerSecond per second. Defaults: Ratio 0.1, MinPerSecond 1, Window
+	// 10s (a zero field takes its default; use a tiny MinPerSecond such as
+	// 1e-9 for practically none).
+	Budget retry.BudgetConfig
 }
+
+// enabled reports whether c turns hedging on.
+func (c *HedgeConfig) enabled() bool { return c.Delay != 0 || c.Percentile != 0 }
 
 // RateLimitConfig configures edge rate limiting.
 type RateLimitConfig struct {
@@ -201,7 +228,7 @@ type options struct {
 	maxBody        int
 	onStatus       [6]bool // 500..505
 	onStatusOther  []int
-	hedge          time.Duration
+	hedge          HedgeConfig // with defaults applied
 	maxConns       int
 	maxPending     int
 	maxIdle        int
@@ -222,7 +249,7 @@ func (c *Config) options() (options, error) {
 		attempts:       cmpOr(c.Retry.Attempts, 3),
 		perTry:         cmpOr(c.Retry.PerTryTimeout, 15*time.Second),
 		maxBody:        cmpOr(c.Retry.MaxBodyBytes, 64<<10),
-		hedge:          c.Hedge.Delay,
+		hedge:          c.Hedge,
 		maxConns:       c.MaxConnsPerBackend,
 		maxPending:     c.MaxPendingPerBackend,
 		maxIdle:        cmpOr(c.MaxIdlePerBackend, 256),
@@ -257,8 +284,6 @@ func (c *Config) options() (options, error) {
 		return bad("hash source %q needs a name", o.hash.Source)
 	case o.attempts < 1 || o.attempts > 8:
 		return bad("retry attempts %d outside 1..8", o.attempts)
-	case o.hedge != 0:
-		return bad("hedging is not implemented yet: leave Hedge.Delay at 0")
 	case o.decay < 0, o.perTry < 0, o.idleTimeout < 0, o.connectTimeout < 0, o.clientIdle < 0,
 		h.Interval < 0, h.Timeout < 0, ol.BaseEjection < 0, ol.MaxEjection < 0:
 		return bad("negative duration")
@@ -268,6 +293,9 @@ func (c *Config) options() (options, error) {
 		return bad("max ejected percent %d outside 0..100", ol.MaxEjectedPercent)
 	case h.Path[0] != '/':
 		return bad("health path %q does not start with /", h.Path)
+	}
+	if err := o.hedgeOptions(); err != nil {
+		return bad("%v", err)
 	}
 	for _, s := range c.Retry.OnStatus {
 		if s < 100 || s > 599 {
@@ -280,6 +308,41 @@ func (c *Config) options() (options, error) {
 		}
 	}
 	return o, nil
+}
+
+// hedgeOptions applies the hedging defaults to o.hedge and checks it.
+func (o *options) hedgeOptions() error {
+	h := &o.hedge
+	switch {
+	case h.Delay < 0, h.MinDelay < 0, h.MaxDelay < 0:
+		return errors.New("negative hedge delay")
+	case !h.enabled():
+		if h.MinDelay != 0 || h.MaxDelay != 0 || h.Budget != (retry.BudgetConfig{}) {
+			return errors.New("hedge settings given but hedging is off: set Hedge.Delay or Hedge.Percentile")
+		}
+		return nil
+	case h.Delay != 0 && h.Percentile != 0:
+		return errors.New("set Hedge.Delay or Hedge.Percentile, not both")
+	case h.Delay != 0 && (h.MinDelay != 0 || h.MaxDelay != 0):
+		return errors.New("Hedge.MinDelay and Hedge.MaxDelay apply to Hedge.Percentile only")
+	case h.Delay >= o.perTry:
+		return fmt.Errorf("hedge delay %v not below the per-try timeout %v", h.Delay, o.perTry)
+	case h.Delay == 0 && !(h.Percentile >= 50 && h.Percentile <= 99.9):
+		return fmt.Errorf("hedge percentile %v outside 50..99.9", h.Percentile)
+	case h.Budget.Ratio > 1:
+		return fmt.Errorf("hedge budget ratio %v above 1", h.Budget.Ratio)
+	}
+	if h.Percentile != 0 {
+		h.MinDelay = cmpOr(h.MinDelay, hedgeMinDelay)
+		h.MaxDelay = cmpOr(h.MaxDelay, min(hedgeMaxDelay, o.perTry/2))
+		switch {
+		case h.MaxDelay >= o.perTry:
+			return fmt.Errorf("hedge max delay %v not below the per-try timeout %v", h.MaxDelay, o.perTry)
+		case h.MinDelay > h.MaxDelay:
+			return fmt.Errorf("hedge min delay %v above max delay %v", h.MinDelay, h.MaxDelay)
+		}
+	}
+	return nil
 }
 
 func cmpOr[T comparable](v, def T) T {
@@ -306,6 +369,7 @@ type LB struct {
 	trusted  bool // some proxy is trusted
 	limiter  *ratelimit.GCRA
 	budget   *retry.Budget
+	hedge    *hedger // nil: hedging off
 
 	set     atomic.Pointer[backendSet]
 	setMu   sync.Mutex // serializes backend set changes
@@ -330,6 +394,7 @@ type LB struct {
 
 type lbStats struct {
 	requests, retries, retriesDenied, limited, badRequests, noBackend, upstreamErrors atomic.Uint64
+	hedges, hedgesWon, hedgesDenied                                                   atomic.Uint64
 }
 
 // New returns a load balancer for cfg. It starts the health checker and the
@@ -360,6 +425,11 @@ func New(cfg Config) (*LB, error) {
 	}
 	if l.budget, err = retry.NewBudget(cfg.Retry.Budget); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if o.hedge.enabled() {
+		if l.hedge, err = newHedger(o.hedge); err != nil {
+			return nil, fmt.Errorf("%w: hedge budget: %w", ErrInvalidConfig, err)
+		}
 	}
 	var seed [8]byte
 	rand.Read(seed[:])

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -30,6 +31,7 @@ type clientConn struct {
 	out       []byte // outgoing head
 	body      []byte // buffered request body for replay
 	pick      Pick
+	hedgeable bool // the request may be hedged: GET or HEAD without a body, hedging on
 }
 
 func (l *LB) newClientConn(c net.Conn) *clientConn {
@@ -153,6 +155,8 @@ func (cc *clientConn) handle() bool {
 		cc.hashKey()
 	}
 	retryable := idempotent(req.method) || req.idempotencyKey
+	cc.hedgeable = l.hedge != nil && req.body == bodyNone &&
+		(string(req.method) == "GET" || string(req.method) == "HEAD")
 	cc.buildRequestHead()
 	cc.br.Discard(req.size)
 
@@ -189,13 +193,16 @@ func (cc *clientConn) handle() bool {
 	p := &cc.pick
 	p.ntried = 0
 	p.panic = false
+	// A request that is not retryable still gets another backend when
+	// nothing of it was sent (no connection could be had): see unsent.
 	attempts := l.opts.attempts
-	if !retryable {
-		attempts = 1
-	}
 	l.budget.RequestAt(monoBase.Add(time.Duration(now)))
+	if cc.hedgeable {
+		l.hedge.budget.RequestAt(monoBase.Add(time.Duration(now)))
+	}
 	var lastErr error
 	var lastStatus int
+tries:
 	for try := 0; try < attempts; try++ {
 		if try > 0 {
 			if !l.budget.TryRetryAt(monoBase.Add(time.Duration(now))) {
@@ -223,13 +230,16 @@ func (cc *clientConn) handle() bool {
 			p.tried[p.ntried] = b
 			p.ntried++
 		}
-		res := cc.attempt(b, buffered, retryable && try+1 < attempts)
+		res := cc.attempt(b, buffered, retryable && try+1 < attempts, cc.hedgeable && try == 0)
 		switch res.outcome {
 		case outcomeDone:
 			return res.keep
 		case outcomeRetry:
 			lastErr, lastStatus = res.err, res.status
 			now = monoNow()
+			if !retryable && !res.unsent {
+				break tries
+			}
 			continue
 		case outcomeFail:
 			return false
@@ -264,25 +274,33 @@ type attemptResult struct {
 	keep    bool  // for outcomeDone: keep the client connection
 	err     error // for outcomeRetry
 	status  int   // for outcomeRetry on a status
+	unsent  bool  // for outcomeRetry: no byte of the request was written
 }
 
 // attempt sends the request to b once. mayRetry says whether a failure
-// before the response head may be retried.
-func (cc *clientConn) attempt(b *Backend, buffered, mayRetry bool) attemptResult {
+// before the response head may be retried; hedge, whether the request may
+// be hedged.
+func (cc *clientConn) attempt(b *Backend, buffered, mayRetry, hedge bool) attemptResult {
 	l := cc.lb
 	req := &cc.req
 	b.inflight.Add(1)
 	b.requests.Add(1)
 	defer b.inflight.Add(-1)
 	start := monoNow()
-	bc, err := b.getConn(start)
+	bc, err := b.getConn(context.Background(), start, true)
 	if err != nil {
 		if !errors.Is(err, ErrBackendFull) {
 			b.observe(monoNow(), monoNow()-start, false, l.opts.decay)
 		}
-		return attemptResult{outcome: outcomeRetry, err: err}
+		return attemptResult{outcome: outcomeRetry, err: err, unsent: true}
 	}
-	bc.SetReadDeadline(time.Now().Add(l.opts.perTry))
+	wait, hedgeArmed := l.opts.perTry, false
+	if hedge {
+		if d := l.hedge.delayAt(start); d < wait {
+			wait, hedgeArmed = d, true
+		}
+	}
+	bc.SetReadDeadline(time.Now().Add(wait))
 	bc.bw.Write(cc.out)
 	if buffered {
 		bc.bw.Write(cc.body)
@@ -318,24 +336,49 @@ func (cc *clientConn) attempt(b *Backend, buffered, mayRetry bool) attemptResult
 	}
 	err = bc.bw.Flush()
 	if err == nil {
-		err = cc.readResponseHead(bc)
+		err = readResponseHead(bc, &cc.resp, string(req.method) == "HEAD")
+		if err != nil && hedgeArmed && errors.Is(err, os.ErrDeadlineExceeded) {
+			return cc.hedge(b, bc, start, mayRetry)
+		}
 	}
 	if err != nil {
-		stale := bc.reused && !errors.Is(err, os.ErrDeadlineExceeded) && bc.br.Buffered() == 0
-		b.closeConn(bc)
-		if !stale {
-			b.observe(monoNow(), monoNow()-start, false, l.opts.decay)
-		}
-		if mayRetry || stale && buffered && (idempotent(req.method) || req.idempotencyKey) {
-			return attemptResult{outcome: outcomeRetry, err: err}
-		}
-		code := http.StatusBadGateway
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			code = http.StatusGatewayTimeout
-		}
-		cc.simple(code, true)
-		return attemptResult{outcome: outcomeDone}
+		return cc.tryFailed(b, bc, start, err, mayRetry, buffered)
 	}
+	if hedge {
+		now := monoNow()
+		l.hedge.observe(now, now-start)
+	}
+	return cc.respond(b, bc, start, mayRetry)
+}
+
+// tryFailed handles a try on b whose request was written (in part or in
+// full) to bc but that got no response head: err.
+func (cc *clientConn) tryFailed(b *Backend, bc *bconn, start int64, err error, mayRetry, buffered bool) attemptResult {
+	l := cc.lb
+	req := &cc.req
+	// A reused connection that ends without a byte of answer was most
+	// likely closed by the backend as the request was sent.
+	stale := bc.reused && !errors.Is(err, os.ErrDeadlineExceeded) && bc.br.Buffered() == 0
+	b.closeConn(bc)
+	if !stale {
+		b.observe(monoNow(), monoNow()-start, false, l.opts.decay)
+	}
+	if mayRetry || stale && buffered && (idempotent(req.method) || req.idempotencyKey) {
+		return attemptResult{outcome: outcomeRetry, err: err}
+	}
+	code := http.StatusBadGateway
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		code = http.StatusGatewayTimeout
+	}
+	cc.simple(code, true)
+	return attemptResult{outcome: outcomeDone}
+}
+
+// respond passes the response whose head is in cc.resp, read from bc, on
+// to the client.
+func (cc *clientConn) respond(b *Backend, bc *bconn, start int64, mayRetry bool) attemptResult {
+	l := cc.lb
+	req := &cc.req
 	resp := &cc.resp
 	now := monoNow()
 	ok := resp.status < 500
@@ -388,23 +431,23 @@ func (o *options) retryOnStatus(s int) bool {
 	return false
 }
 
-// readResponseHead reads the backend's response head into cc.resp, skipping
+// readResponseHead reads the backend's response head into h, skipping
 // interim 1xx responses (the proxy answered Expect: 100-continue itself).
-func (cc *clientConn) readResponseHead(bc *bconn) error {
-	isHead := string(cc.req.method) == "HEAD"
+// isHead says whether it answers a HEAD request.
+func readResponseHead(bc *bconn, h *head, isHead bool) error {
 	for {
 		buf, err := readHead(bc.br)
 		if err != nil {
 			return err
 		}
-		if err := parseResponse(buf, &cc.resp, isHead); err != nil {
+		if err := parseResponse(buf, h, isHead); err != nil {
 			return err
 		}
 		switch {
-		case cc.resp.status == 101:
+		case h.status == 101:
 			return malformed("unexpected 101 Switching Protocols")
-		case cc.resp.status < 200:
-			bc.br.Discard(cc.resp.size)
+		case h.status < 200:
+			bc.br.Discard(h.size)
 			continue
 		}
 		return nil
