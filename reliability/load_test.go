@@ -74,6 +74,10 @@ type client struct {
 
 // seedKeys writes every key once (recorded in h), so that later reads and patches find
 // documents.
+// seedValue offsets the values seedKeys writes, so that no value of the load (client
+// number times 10^9 plus a sequence number) repeats one of them.
+const seedValue = 1_000_000_000_000
+
 func seedKeys(t *testing.T, h *History, spec loadSpec) {
 	t.Helper()
 	c := &client{n: 0, spec: &spec, hc: newClient(spec.timeout), h: h, rng: rand.New(rand.NewPCG(spec.seed, 99))}
@@ -85,7 +89,7 @@ func seedKeys(t *testing.T, h *History, spec loadSpec) {
 	for cl := range n {
 		for i := range spec.keys {
 			c.seq++
-			o := c.do(context.Background(), PutKeyed, spec.keyName(cl, i), int64(cl)*1_000_000_000+c.seq)
+			o := c.do(context.Background(), PutKeyed, spec.keyName(cl, i), seedValue+int64(cl)*1_000_000_000+c.seq)
 			if !o.OK() {
 				t.Fatalf("seed %s: status %d %s", o.Key, o.Status, o.Err)
 			}
