@@ -48,7 +48,7 @@ type LB struct {
 	Outlier Outlier `yaml:"outlier"`
 	// Retry configures retries.
 	Retry Retry `yaml:"retry"`
-	// Hedge configures hedged GETs.
+	// Hedge configures hedged GETs and HEADs.
 	Hedge Hedge `yaml:"hedge"`
 	// Limits holds connection limits and timeouts.
 	Limits Limits `yaml:"limits"`
@@ -127,10 +127,97 @@ type Retry struct {
 	OnStatus []int `yaml:"on_status"`
 }
 
-// Hedge is reserved for hedged GETs, which are not implemented yet.
+// Hedge configures hedged GETs and HEADs: one without a body that has not
+// answered after the hedge delay is sent to a second backend as well, and
+// the first answer wins. Off unless delay or percentile is set.
 type Hedge struct {
-	// Delay must be 0 (or absent): a non-zero delay is refused.
+	// Delay is a fixed hedge delay, below the per-try timeout. Default 0.
 	Delay Duration `yaml:"delay"`
+	// Percentile (50..99.9) hedges after that percentile of recent
+	// response times instead. Default 0.
+	Percentile float64 `yaml:"percentile"`
+	// MinDelay is the floor of a percentile delay. Default 2ms.
+	MinDelay Duration `yaml:"min_delay"`
+	// MaxDelay is the cap of a percentile delay, below the per-try timeout.
+	// Default 1s (or half the per-try timeout if less).
+	MaxDelay Duration `yaml:"max_delay"`
+	// BudgetRatio is the share of extra requests hedges may add, 0..1.
+	// Default 0.1.
+	BudgetRatio float64 `yaml:"budget_ratio"`
+	// BudgetMinPerSecond is a floor of hedges per second. Default 1.
+	BudgetMinPerSecond float64 `yaml:"budget_min_per_second"`
+}
+
+// validate checks the hedge: settings against lb.retry.per_try_timeout
+// (perTry, 0 for its default).
+func (h *Hedge) validate(at lineFunc, perTry time.Duration) error {
+	if perTry == 0 {
+		perTry = 15 * time.Second
+	}
+	field := func(name string) (int, string) { return at("lb", "hedge", name), "lb.hedge." + name }
+	on := h.Delay != 0 || h.Percentile != 0
+	if !on {
+		for _, x := range []struct {
+			name string
+			set  bool
+		}{
+			{"min_delay", h.MinDelay != 0}, {"max_delay", h.MaxDelay != 0},
+			{"budget_ratio", h.BudgetRatio != 0}, {"budget_min_per_second", h.BudgetMinPerSecond != 0},
+		} {
+			if x.set {
+				line, f := field(x.name)
+				return errAt(line, f, "hedging is off: set lb.hedge.delay or lb.hedge.percentile")
+			}
+		}
+		return nil
+	}
+	if h.Delay != 0 {
+		if h.Percentile != 0 {
+			line, f := field("percentile")
+			return errAt(line, f, "set lb.hedge.delay or lb.hedge.percentile, not both")
+		}
+		if h.MinDelay != 0 {
+			line, f := field("min_delay")
+			return errAt(line, f, "applies to lb.hedge.percentile only")
+		}
+		if h.MaxDelay != 0 {
+			line, f := field("max_delay")
+			return errAt(line, f, "applies to lb.hedge.percentile only")
+		}
+		if h.Delay.D() >= perTry {
+			line, f := field("delay")
+			return errAt(line, f, "%v is not below the per-try timeout %v", h.Delay.D(), perTry)
+		}
+	} else {
+		if !(h.Percentile >= 50 && h.Percentile <= 99.9) {
+			line, f := field("percentile")
+			return errAt(line, f, "%v outside 50..99.9", h.Percentile)
+		}
+		maxDelay := h.MaxDelay.D()
+		if maxDelay == 0 {
+			maxDelay = min(time.Second, perTry/2)
+		} else if maxDelay >= perTry {
+			line, f := field("max_delay")
+			return errAt(line, f, "%v is not below the per-try timeout %v", maxDelay, perTry)
+		}
+		minDelay := h.MinDelay.D()
+		if minDelay == 0 {
+			minDelay = 2 * time.Millisecond
+		}
+		if minDelay > maxDelay {
+			line, f := field("min_delay")
+			return errAt(line, f, "%v above the max delay %v", minDelay, maxDelay)
+		}
+	}
+	if !(h.BudgetRatio >= 0 && h.BudgetRatio <= 1) {
+		line, f := field("budget_ratio")
+		return errAt(line, f, "%v outside 0..1", h.BudgetRatio)
+	}
+	if !(h.BudgetMinPerSecond >= 0 && h.BudgetMinPerSecond <= 1e6) {
+		line, f := field("budget_min_per_second")
+		return errAt(line, f, "%v outside 0..1000000", h.BudgetMinPerSecond)
+	}
+	return nil
 }
 
 // Limits holds connection limits and timeouts.
@@ -340,8 +427,8 @@ func (c *LB) validate(at lineFunc) error {
 			return errAt(at("lb", "backends", i, "weight"), field+".weight", "%d outside 1..1000", b.Weight)
 		}
 	}
-	if c.Hedge.Delay.D() != 0 {
-		return errAt(at("lb", "hedge", "delay"), "lb.hedge.delay", "hedging is not implemented yet")
+	if err := c.Hedge.validate(at, c.Retry.PerTryTimeout.D()); err != nil {
+		return err
 	}
 	if c.Policy != "" && !contains(Policies, c.Policy) {
 		return errAt(at("lb", "policy"), "lb.policy", "unknown policy %q (one of %s)", c.Policy, strings.Join(Policies, ", "))

@@ -116,9 +116,53 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-func TestHedgeRefusedUntilImplemented(t *testing.T) {
-	_, err := Parse([]byte("lb:\n  backends:\n    - address: 127.0.0.1:9001\n  hedge:\n    delay: 50ms\n"))
-	if err == nil || !strings.Contains(err.Error(), "line 5") || !strings.Contains(err.Error(), "not implemented") {
-		t.Fatalf("hedge.delay accepted or badly reported: %v", err)
+func TestHedgeAccepted(t *testing.T) {
+	for _, doc := range []string{
+		"lb:\n  backends:\n    - address: 127.0.0.1:9001\n  hedge:\n    delay: 50ms\n",
+		"lb:\n  backends:\n    - address: 127.0.0.1:9001\n  hedge: {percentile: 95, min_delay: 5ms, max_delay: 500ms, budget_ratio: 0.05, budget_min_per_second: 2}\n",
+		"lb:\n  backends:\n    - address: 127.0.0.1:9001\n  retry: {per_try_timeout: 1s}\n  hedge: {percentile: 99.9}\n",
+	} {
+		f, err := Parse([]byte(doc))
+		if err != nil {
+			t.Fatalf("%q: %v", doc, err)
+		}
+		if h := f.LB.Hedge; h.Delay.D() == 0 && h.Percentile == 0 {
+			t.Fatalf("%q: hedge section lost: %+v", doc, h)
+		}
+	}
+}
+
+func TestHedgeErrors(t *testing.T) {
+	const head = "lb:\n  backends:\n    - address: 127.0.0.1:9001\n  hedge:\n"
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"both", "    delay: 10ms\n    percentile: 95\n", "line 6: lb.hedge.percentile: set lb.hedge.delay or lb.hedge.percentile, not both"},
+		{"percentile low", "    percentile: 10\n", "line 5: lb.hedge.percentile: 10 outside 50..99.9"},
+		{"percentile 100", "    percentile: 100\n", "line 5: lb.hedge.percentile: 100 outside 50..99.9"},
+		{"delay at per-try", "    delay: 15s\n", "line 5: lb.hedge.delay: 15s is not below the per-try timeout 15s"},
+		{"max at per-try", "    percentile: 95\n    max_delay: 20s\n", "line 6: lb.hedge.max_delay: 20s is not below the per-try timeout 15s"},
+		{"min above max", "    percentile: 95\n    min_delay: 2s\n", "line 6: lb.hedge.min_delay: 2s above the max delay 1s"},
+		{"min with fixed delay", "    delay: 10ms\n    min_delay: 1ms\n", "line 6: lb.hedge.min_delay: applies to lb.hedge.percentile only"},
+		{"max with fixed delay", "    delay: 10ms\n    max_delay: 1s\n", "line 6: lb.hedge.max_delay: applies to lb.hedge.percentile only"},
+		{"budget while off", "    budget_ratio: 0.1\n", "line 5: lb.hedge.budget_ratio: hedging is off"},
+		{"max while off", "    max_delay: 1s\n", "line 5: lb.hedge.max_delay: hedging is off"},
+		{"ratio", "    delay: 10ms\n    budget_ratio: 1.5\n", "line 6: lb.hedge.budget_ratio: 1.5 outside 0..1"},
+		{"negative ratio", "    delay: 10ms\n    budget_ratio: -0.1\n", "line 6: lb.hedge.budget_ratio"},
+		{"floor", "    delay: 10ms\n    budget_min_per_second: -1\n", "line 6: lb.hedge.budget_min_per_second"},
+		{"negative delay", "    delay: -1s\n", "line 5"},
+		{"unknown field", "    delay: 10ms\n    jitter: 1ms\n", "line 6"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(head + tc.body))
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrInvalid containing %q", err, tc.want)
+			}
+		})
+	}
+	// The per-try timeout in force bounds the delay.
+	_, err := Parse([]byte("lb:\n  backends:\n    - address: 127.0.0.1:9001\n  retry: {per_try_timeout: 100ms}\n  hedge: {delay: 200ms}\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 5: lb.hedge.delay: 200ms is not below the per-try timeout 100ms") {
+		t.Fatalf("delay above a configured per-try timeout: %v", err)
 	}
 }

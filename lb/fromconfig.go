@@ -35,7 +35,11 @@ func FromConfig(c *config.LB) (Config, []AdminKey, error) {
 			MaxBodyBytes:  c.Retry.MaxBodyBytes,
 			OnStatus:      c.Retry.OnStatus,
 		},
-		Hedge:                HedgeConfig{Delay: c.Hedge.Delay.D()},
+		Hedge: HedgeConfig{
+			Delay: c.Hedge.Delay.D(), Percentile: c.Hedge.Percentile,
+			MinDelay: c.Hedge.MinDelay.D(), MaxDelay: c.Hedge.MaxDelay.D(),
+			Budget: retry.BudgetConfig{Ratio: c.Hedge.BudgetRatio, MinPerSecond: c.Hedge.BudgetMinPerSecond},
+		},
 		MaxConnsPerBackend:   c.Limits.MaxConnsPerBackend,
 		MaxPendingPerBackend: c.Limits.MaxPendingPerBackend,
 		MaxIdlePerBackend:    c.Limits.MaxIdlePerBackend,

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strata-project/strata/config"
 	"github.com/strata-project/strata/retry"
 )
 
@@ -339,5 +340,30 @@ func TestHedgeConfigErrors(t *testing.T) {
 			continue
 		}
 		l.Close()
+	}
+}
+
+func TestHedgeFromConfig(t *testing.T) {
+	f, err := config.Parse([]byte("lb:\n  backends:\n    - address: 127.0.0.1:9001\n  health: {disabled: true}\n" +
+		"  hedge: {percentile: 95, min_delay: 5ms, max_delay: 300ms, budget_ratio: 0.05}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := FromConfig(f.LB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := HedgeConfig{Percentile: 95, MinDelay: 5 * time.Millisecond, MaxDelay: 300 * time.Millisecond, Budget: retry.BudgetConfig{Ratio: 0.05}}
+	if cfg.Hedge != want {
+		t.Fatalf("hedge config %+v, want %+v", cfg.Hedge, want)
+	}
+	cfg.Logger = quiet
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if d := l.HedgeDelay(); d != 300*time.Millisecond {
+		t.Fatalf("hedge delay %v before any request, want the cap 300ms", d)
 	}
 }
