@@ -47,8 +47,20 @@
 // Idempotency-Key, only if nothing of the response has reached the client,
 // only if its body was small enough to buffer (RetryConfig.MaxBodyBytes), and
 // only while the shared retry.Budget allows. A POST without a key is never
-// sent twice, except that none is: a failed write on a reused keep-alive
-// connection is a 502.
+// sent twice; it goes to another backend only when none of it was sent: the
+// dial failed, or every idle keep-alive connection to its backend was found
+// closed by a non-blocking peek at the socket before the request was
+// written to it (so a backend that just died costs no 502).
+//
+// # Hedging
+//
+// With HedgeConfig set, a GET or HEAD without a body that has not answered
+// after a delay (fixed, or a percentile of recent response times within a
+// floor and a cap) is sent to a second backend as well; the first response
+// head wins and the other try's connection is closed. A hedge budget (a
+// retry.Budget of its own, 10% by default) keeps a general slowdown from
+// doubling the load. Until the delay passes, a hedgeable request costs no
+// goroutine: the first try waits with a read deadline at the hedge delay.
 //
 // # Operations
 //
