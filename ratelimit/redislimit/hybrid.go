@@ -120,7 +120,7 @@ func (h *Hybrid) AllowN(ctx context.Context, key string, n int) (ratelimit.Decis
 	if n == 0 {
 		return h.g.AllowN(ctx, key, 0)
 	}
-	if err := h.g.checkCost(n); err != nil {
+	if err := h.g.c.checkCost(n); err != nil {
 		return ratelimit.Decision{Limit: h.g.burst}, err
 	}
 	now := h.now().UnixNano()
@@ -167,13 +167,14 @@ func (h *Hybrid) spend(e *lease, now int64, n int) (ratelimit.Decision, bool) {
 // refill takes a new lease from Redis and spends n of it. Called with e.mu
 // held.
 func (h *Hybrid) refill(ctx context.Context, e *lease, key string, n int) (ratelimit.Decision, error) {
-	tok, err := h.g.br.Allow()
+	tok, err := h.g.c.br.Allow()
 	if err != nil {
-		return h.g.fail(ctx, key, n, err)
+		d, _, err := h.g.c.fail(ctx, key, n, err)
+		return d, err
 	}
 	start := h.now().UnixNano() // the lease runs from before Redis decided
-	cctx, cancel := context.WithTimeout(ctx, h.g.timeout)
-	vals, err := leaseScript.Exec(cctx, h.g.client, []string{h.g.prefix + key},
+	cctx, cancel := context.WithTimeout(ctx, h.g.c.timeout)
+	vals, err := leaseScript.Exec(cctx, h.g.c.client, []string{h.g.c.prefix + key},
 		[]string{h.g.argT, h.g.argTau, strconv.Itoa(n), h.argBatch}).AsIntSlice()
 	cancel()
 	if err == nil && len(vals) != 2 {
@@ -185,10 +186,11 @@ func (h *Hybrid) refill(ctx context.Context, e *lease, key string, n int) (ratel
 			return ratelimit.Decision{Limit: h.g.burst}, ctx.Err()
 		}
 		tok.Done(err)
-		if h.g.onError != nil {
-			h.g.onError(err)
+		if h.g.c.onError != nil {
+			h.g.c.onError(err)
 		}
-		return h.g.fail(ctx, key, n, err)
+		d, _, err := h.g.c.fail(ctx, key, n, err)
+		return d, err
 	}
 	tok.Done(nil)
 	m, nd := vals[0], vals[1]
