@@ -29,8 +29,9 @@
 // [ErrInvalidCost] and a cost larger than the burst or limit returns
 // [ErrCostExceedsLimit], because no wait would ever let it through. A
 // denial is not an error: [Decision.Err] turns it into [ErrLimited] for
-// callers who want one. Remote limiters (a Redis-backed subpackage) return
-// the same Decision through the same interface.
+// callers who want one. Each algorithm also has a form whose state lives in
+// Redis or Redis Cluster (subpackage redislimit), shared by every process,
+// with the same decisions through the same interface.
 //
 // # Memory for millions of keys
 //

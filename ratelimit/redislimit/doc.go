@@ -3,30 +3,51 @@
 // implement ratelimit.Limiter and return ratelimit.Decision, so the HTTP
 // middleware (ratelimit/httplimit) works with them unchanged.
 //
-// # GCRA on the server's clock
+// # Algorithms
 //
-// [GCRA] is the token bucket of package ratelimit (Generic Cell Rate
-// Algorithm: one theoretical arrival time per key) run by a Lua script on
-// the Redis server. Every decision is one atomic script call that reads the
-// server's clock with TIME (Redis 7 replicates a script's effects, so TIME
-// is allowed), never the client's: processes whose clocks disagree still
-// share one limit. Every key written gets PX set to the instant its bucket
-// is full again, which is also the state of a key that does not exist, so
-// expiry never changes a decision and idle keys cost no memory. See
-// script.go for the encoding that keeps nanosecond arithmetic exact in
-// Lua's doubles; it limits burst × interval to 2^50 ns (about 13 days).
+// Each algorithm of package ratelimit has a Redis form with the same
+// decisions:
+//
+//   - [GCRA] (New): the token bucket, one number per key.
+//   - [SlidingLog]: the exact sliding window, a list of at most Limit
+//     instants per key.
+//   - [SlidingWindow]: the sliding-window counter, a hash of two counts
+//     and the current window's start per key.
+//   - [FixedWindow]: a hash of a count and the window's start per key.
+//   - [Concurrency]: units in flight per key, a sorted set of at most Max
+//     members, each reclaimed after [ConcurrencyConfig.HoldTimeout];
+//     Release gives them back.
+//
+// Every decision is one atomic Lua script call that reads the server's
+// clock with TIME (Redis 7 replicates a script's effects, so TIME is
+// allowed), never the client's: processes whose clocks disagree still
+// share one limit. Every key written has an expiry, set to the instant its
+// state is that of a key that does not exist (a full bucket, a window
+// that has ended, an empty log), so expiry never changes a decision and
+// idle keys cost no memory. A denial and a query (cost 0) write nothing.
+// A decision reads and writes exactly one key, so the limiters work on
+// Redis Cluster with any key; each algorithm has its own default prefix
+// ([Config.Prefix]), so limiters of different algorithms never read each
+// other's keys.
+//
+// GCRA computes in nanoseconds modulo 2^22 seconds (see script.go for the
+// encoding that keeps the arithmetic exact in Lua's doubles; it limits
+// burst × interval to 2^50 ns, about 13 days). The other scripts compute in
+// microseconds since the epoch, the resolution of TIME, exact in a double;
+// their windows are rounded up to a whole microsecond.
 //
 // # Batching
 //
-// A round trip costs microseconds of system calls on both ends, and a
-// script call a few more on the server before its first key; the per-key
-// work is two redis.calls. Calls to AllowN are therefore queued and taken
-// by a few workers ([Config.Workers]), each sending whatever has gathered
-// (up to [Config.MaxBatch]) as one script call per hash slot, pipelined by
-// rueidis: under load a batch holds tens of decisions; when idle it holds
-// one and adds no delay. Decisions in a batch are applied in queue order
-// and each touches one key, so the result is the same as one call each; on
-// Redis Cluster keys of different slots go to different script calls.
+// A round trip costs microseconds of system calls on both ends, and a script
+// call a few more on the server before its first key; the per-key work is a
+// few redis.calls (two for GCRA). Calls to AllowN are therefore queued and
+// taken by a few workers ([Config.Workers]), each sending whatever has
+// gathered (up to [Config.MaxBatch]) as one script call per hash slot,
+// pipelined by rueidis: under load a batch holds tens of decisions; when
+// idle it holds one and adds no delay. Decisions in a batch are applied in
+// queue order and each touches one key, so the result is the same as one
+// call each; on Redis Cluster keys of different slots go to different script
+// calls.
 //
 // # Hybrid leases
 //
@@ -43,9 +64,10 @@
 // is its oldest request's. Failures go through a breaker
 // (package breaker, [Config.Breaker]): after a few consecutive failures it
 // opens and decisions are made at once, without asking Redis, by the
-// configured [FailMode] — the local in-memory limiter (default), allow,
-// deny, or an error wrapping [ErrUnavailable] — until probe calls find
-// Redis back.
+// configured [FailMode] — the local in-memory limiter of the same
+// algorithm (default), allow, deny, or an error wrapping [ErrUnavailable]
+// — until probe calls find Redis back. [Concurrency] remembers which
+// units the fail mode granted and gives them back there.
 //
 // # Compared with go-redis/redis_rate
 //

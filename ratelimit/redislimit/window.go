@@ -210,8 +210,8 @@ func (l *SlidingWindow) Breaker() *breaker.Breaker { return l.c.br }
 // Cluster: the exact sliding window. A key is a list of the instants (on
 // the Redis server's clock) of the events granted in the last Window,
 // oldest first, never more than Limit of them, and expires Window after the
-// newest. It is exact and, at 8 to 20 bytes per logged event, the most
-// memory-hungry; prefer it for small limits. SlidingLog implements
+// newest. It is exact and, at one list entry per unit granted in the last
+// Window, the most memory-hungry; prefer it for small limits. SlidingLog implements
 // ratelimit.Limiter and is safe for concurrent use.
 type SlidingLog struct {
 	c *core
