@@ -50,18 +50,19 @@ func (t *Topology) Chaos(ctx context.Context, action, target string) error {
 		}
 		return t.waitApp(ctx, i)
 	case "stop-cache":
-		if t.node != nil {
+		switch {
+		case t.node != nil:
 			if err := t.node.stop(ctx, t.cfg.StopTimeout); errors.Is(err, errNotRunning) {
 				return fmt.Errorf("%w: the cache node is stopped already", ErrNotApplicable)
 			}
 			return nil
+		case t.cluster != nil:
+			return t.stopCache(ctx)
 		}
-		if err := t.redis.Stop(ctx); err != nil {
-			return fmt.Errorf("%w: %v", ErrNotApplicable, err)
-		}
-		return nil
+		return fmt.Errorf("%w: up did not start the cache tier (it is the configuration file's)", ErrNotApplicable)
 	case "start-cache":
-		if t.node != nil {
+		switch {
+		case t.node != nil:
 			if t.node.PID() != 0 {
 				return fmt.Errorf("%w: the cache node is running", ErrNotApplicable)
 			}
@@ -69,11 +70,10 @@ func (t *Topology) Chaos(ctx context.Context, action, target string) error {
 				return err
 			}
 			return t.waitCache(ctx, t.m.Cache)
+		case t.cluster != nil:
+			return t.startCache(ctx)
 		}
-		if t.redis.Running() {
-			return fmt.Errorf("%w: redis is running", ErrNotApplicable)
-		}
-		return t.redis.Restart(ctx)
+		return fmt.Errorf("%w: up did not start the cache tier (it is the configuration file's)", ErrNotApplicable)
 	case "pause-replica", "resume-replica", "kill-primary", "restart-primary":
 		if len(t.pg) == 0 {
 			return fmt.Errorf("%w: %s needs PostgreSQL shards with replicas (strata up --engines local)", ErrNotApplicable, action)
@@ -206,8 +206,14 @@ func (t *Topology) Status() Status {
 	case t.node != nil:
 		pid := t.node.PID()
 		s.Cache = ProcStatus{Name: "cachenode", Addr: t.m.Cache, PID: pid, Running: pid != 0}
-	case t.redis != nil:
-		s.Cache = ProcStatus{Name: "redis", Addr: t.m.Cache, PID: t.redis.PID(), Running: t.redis.Running()}
+	case t.cluster != nil:
+		// The first node stands for the tier: running while every node runs.
+		s.Cache = ProcStatus{Name: "redis cluster", Addr: t.m.Cache, PID: t.cluster.Nodes[0].PID(), Running: true}
+		for _, n := range t.cluster.Nodes {
+			s.Cache.Running = s.Cache.Running && n.Running()
+		}
+	default:
+		s.Cache = ProcStatus{Name: t.m.CacheKind, Addr: t.m.Cache}
 	}
 	if t.lb != nil {
 		s.Backends, _ = json.Marshal(t.lb.Status())

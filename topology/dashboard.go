@@ -36,7 +36,18 @@ func (t *Topology) startDashboard() error {
 			Target: strconv.Itoa(i + 1), Header: hdr,
 		})
 	}
-	cfg.Cache = []dashboard.PromTarget{{Name: t.m.CacheKind, Address: t.m.Cache}}
+	// Each cache node is probed by a TCP connection.
+	cacheAddrs := strings.Fields(t.m.Cache)
+	for i, a := range cacheAddrs {
+		name := t.m.CacheKind
+		switch {
+		case t.cluster != nil:
+			name = fmt.Sprintf("redis-%d", i+1)
+		case len(cacheAddrs) > 1:
+			name = fmt.Sprintf("%s-%d", t.m.CacheKind, i+1)
+		}
+		cfg.Cache = append(cfg.Cache, dashboard.PromTarget{Name: name, Address: a})
+	}
 	if len(t.pg) > 0 {
 		cfg.ShardTarget = func(shard, node, role string) string { return shardTarget(shard) }
 	}

@@ -13,6 +13,9 @@ func (m Map) Print(w io.Writer, exe string) {
 	row("load balancer", "http://"+m.LB)
 	row("app servers", strings.Join(m.Apps, "  "))
 	cache := m.Cache + " (" + m.CacheKind + ")"
+	if m.Cache == "" {
+		cache = m.CacheKind
+	}
 	if m.CacheNote != "" {
 		cache += "; " + m.CacheNote
 	}
@@ -28,6 +31,9 @@ func (m Map) Print(w io.Writer, exe string) {
 		row("dashboard", m.Dashboard)
 	}
 	row("admin", "http://"+m.Admin+" (chaos, status; admin key below)")
+	if m.Config != "" {
+		row("config", m.Config)
+	}
 	row("data", m.DataDir)
 	row("logs", m.Logs)
 	fmt.Fprintln(w)
@@ -39,7 +45,7 @@ func (m Map) Print(w io.Writer, exe string) {
 	base := "http://" + m.LB + "/v1/" + m.Collections[0] + "/hello"
 	fmt.Fprintf(w, "  curl -X PUT -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"greeting\":\"hi\"}' %s\n", m.DemoKey, base)
 	fmt.Fprintf(w, "  curl -H 'Authorization: Bearer %s' %s\n", m.DemoKey, base)
-	fmt.Fprintf(w, "  %s chaos kill-app 2 --url http://%s --key %s\n", exe, m.Admin, m.AdminKey)
+	fmt.Fprintf(w, "  %s chaos kill-app %d --url http://%s --key %s\n", exe, min(2, max(1, len(m.Apps))), m.Admin, m.AdminKey)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Ctrl-C stops everything.")
 }

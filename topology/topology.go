@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -39,7 +41,8 @@ const (
 const (
 	// Embedded: a cache node and SQLite files, nothing to install. The default.
 	Embedded = "embedded"
-	// Local: Redis and PostgreSQL primaries with streaming replicas, from the machine's binaries.
+	// Local: a Redis Cluster and PostgreSQL primaries with streaming replicas, from the
+	// machine's binaries.
 	Local = "local"
 )
 
@@ -65,14 +68,22 @@ type Config struct {
 	Fresh bool
 	// Engines is Embedded (default) or Local.
 	Engines string
+	// File, when set, describes the tiers instead of the built-in diagram (`strata up
+	// --config`): its app: section configures every app server, its lb: section the
+	// balancer (whose backends are where the app servers listen) and its up: section the
+	// number of app servers and the admin address. Up then starts no cache or database: the
+	// app section names them (SQLite files, which up creates, or external PostgreSQL, Redis,
+	// Redis Cluster, Memcached or cache node addresses). Engines, AppServers, Shards,
+	// Replicas and CacheBytes must be zero with a File. Default nil.
+	File *config.File
 	// Exe is the strata binary run for app servers and the cache node. Default
 	// os.Executable().
 	Exe string
-	// Listen is the load balancer's address. Default 127.0.0.1:8080, or a free port when
-	// that one is taken.
+	// Listen is the load balancer's address. Default the File's lb.listen, else
+	// 127.0.0.1:8080; a free port of the same host when that one is taken.
 	Listen string
-	// AdminListen is the admin API's address (chaos, status). Default 127.0.0.1:8079, or
-	// a free port when that one is taken.
+	// AdminListen is the admin API's address (chaos, status). Default the File's up.admin,
+	// else 127.0.0.1:8079; a free port of the same host when that one is taken.
 	AdminListen string
 	// AppServers is the number of app servers. Default 3.
 	AppServers int
@@ -96,8 +107,8 @@ type Map struct {
 	LB        string   `json:"lb"`         // the load balancer's address
 	Admin     string   `json:"admin"`      // the admin API's address (chaos, status)
 	Apps      []string `json:"apps"`       // the app servers' addresses
-	Cache     string   `json:"cache"`      // the cache tier's address
-	CacheKind string   `json:"cache_kind"` // "strata cachenode" or "redis"
+	Cache     string   `json:"cache"`      // the cache tier's addresses, separated by spaces
+	CacheKind string   `json:"cache_kind"` // "strata cachenode", "redis cluster, ...", or the File's cache kind
 	Shards    []string `json:"shards"`     // each shard's files or primary address
 	DataDir   string   `json:"data_dir"`
 	Logs      string   `json:"logs"`
@@ -110,19 +121,21 @@ type Map struct {
 	AdminKey string `json:"-"`
 	// Collections are the served collections.
 	Collections []string `json:"collections"`
-	// CacheNote says whether the app servers use the cache tier yet.
+	// CacheNote says how the app servers use the cache tier.
 	CacheNote string `json:"cache_note,omitempty"`
+	// Config is the configuration file the tiers come from ("" for the built-in diagram).
+	Config string `json:"config,omitempty"`
 }
 
 // Topology is a running diagram. Its methods are safe for concurrent use.
 type Topology struct {
-	cfg   Config
-	m     Map
-	token string // cache node token
-	apps  []*proc
-	node  *proc                      // embedded cache node
-	redis *engines.Redis             // local cache
-	pg    []*engines.PostgresCluster // local shards
+	cfg     Config
+	m       Map
+	token   string // cache node token
+	apps    []*proc
+	node    *proc                      // embedded cache node
+	cluster *engines.RedisCluster      // local cache
+	pg      []*engines.PostgresCluster // local shards
 
 	lb      *lb.LB
 	lbLn    net.Listener
@@ -145,11 +158,25 @@ func (c *Config) defaults() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: DataDir is required", ErrConfig)
 	}
-	if c.Engines == "" {
-		c.Engines = Embedded
-	}
-	if c.Engines != Embedded && c.Engines != Local {
-		return fmt.Errorf("%w: engines %q: want %s or %s", ErrConfig, c.Engines, Embedded, Local)
+	if c.File != nil {
+		if err := c.fileDefaults(); err != nil {
+			return err
+		}
+	} else {
+		c.Engines = cmpOr(c.Engines, Embedded)
+		if c.Engines != Embedded && c.Engines != Local {
+			return fmt.Errorf("%w: engines %q: want %s or %s", ErrConfig, c.Engines, Embedded, Local)
+		}
+		c.AppServers = cmpOr(c.AppServers, 3)
+		c.Shards = cmpOr(c.Shards, 4)
+		c.Replicas = cmpOr(c.Replicas, 2)
+		if c.Replicas < 0 {
+			c.Replicas = 0
+		}
+		c.CacheBytes = cmpOr(c.CacheBytes, 64<<20)
+		if c.AppServers < 1 || c.AppServers > config.MaxUpAppServers || c.Shards < 1 || c.Shards > 16 {
+			return fmt.Errorf("%w: %d app servers (1..%d), %d shards (1..16)", ErrConfig, c.AppServers, config.MaxUpAppServers, c.Shards)
+		}
 	}
 	if c.Exe == "" {
 		exe, err := os.Executable()
@@ -160,20 +187,10 @@ func (c *Config) defaults() error {
 	}
 	c.Listen = cmpOr(c.Listen, "127.0.0.1:8080")
 	c.AdminListen = cmpOr(c.AdminListen, "127.0.0.1:8079")
-	c.AppServers = cmpOr(c.AppServers, 3)
-	c.Shards = cmpOr(c.Shards, 4)
-	c.Replicas = cmpOr(c.Replicas, 2)
-	if c.Replicas < 0 {
-		c.Replicas = 0
-	}
-	c.CacheBytes = cmpOr(c.CacheBytes, 64<<20)
 	c.StopTimeout = cmpOr(c.StopTimeout, 10*time.Second)
 	c.ReadyTimeout = cmpOr(c.ReadyTimeout, 60*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.AppServers < 1 || c.AppServers > 64 || c.Shards < 1 || c.Shards > 16 {
-		return fmt.Errorf("%w: %d app servers (1..64), %d shards (1..16)", ErrConfig, c.AppServers, c.Shards)
 	}
 	return nil
 }
@@ -202,6 +219,9 @@ func Start(ctx context.Context, cfg Config) (t *Topology, err error) {
 		}
 	}()
 	t.m = Map{DataDir: cfg.DataDir, Logs: filepath.Join(cfg.DataDir, "logs"), Collections: collections}
+	if cfg.File != nil {
+		t.m.Collections = slices.Sorted(maps.Keys(cfg.File.App.Collections))
+	}
 	demo, demoHash := newKey("strata_demo_")
 	admin, adminHash := newKey("strata_admin_")
 	t.m.DemoKey, t.m.AdminKey = demo, admin
@@ -222,6 +242,9 @@ func Start(ctx context.Context, cfg Config) (t *Topology, err error) {
 		return t, err
 	}
 	t.m.Cache = cacheAddr
+	if t.cfg.File == nil {
+		t.m.CacheNote = "shared by the app servers: cache-aside, strong consistency"
+	}
 	if err := t.startApps(ctx, store, hex.EncodeToString(demoHash[:])); err != nil {
 		return t, err
 	}
@@ -291,6 +314,9 @@ func freeAddr() (string, error) {
 // startEngines starts the cache tier and the shards, and returns the app servers' store
 // section and the cache address.
 func (t *Topology) startEngines(ctx context.Context) (config.AppStore, string, error) {
+	if t.cfg.File != nil {
+		return t.startFromFile(ctx)
+	}
 	if t.cfg.Engines == Local {
 		return t.startLocal(ctx)
 	}
@@ -315,16 +341,37 @@ func (t *Topology) startEngines(ctx context.Context) (config.AppStore, string, e
 		store.Shards = append(store.Shards, config.AppShard{Name: name, Path: path})
 		t.m.Shards = append(t.m.Shards, path)
 	}
-	// Each shard file is created and migrated here, once, so that the app servers do not
-	// race to do it. WAL mode then lets the three app servers share the files: one writer at
-	// a time per file, waiting on each other through SQLite's busy timeout.
-	errs := make([]error, len(store.Shards))
+	if err := createSQLite(ctx, store); err != nil {
+		return config.AppStore{}, "", err
+	}
+	if err := t.waitCache(ctx, addr); err != nil {
+		return config.AppStore{}, "", err
+	}
+	return store, addr, nil
+}
+
+// createSQLite creates and migrates each SQLite file of store here, once, so that the app
+// servers do not race to do it. WAL mode then lets the app servers share the files: one
+// writer at a time per file, waiting on each other through SQLite's busy timeout.
+func createSQLite(ctx context.Context, store config.AppStore) error {
+	paths := []string{store.Path}
+	if len(store.Shards) > 0 {
+		paths = nil
+		for _, sh := range store.Shards {
+			paths = append(paths, sh.Path)
+		}
+	}
+	errs := make([]error, len(paths))
 	var wg sync.WaitGroup
-	for i, sh := range store.Shards {
+	for i, path := range paths {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			db, err := sqlite.Open(ctx, sqlite.Config{Path: sh.Path})
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				errs[i] = fmt.Errorf("topology: %w", err)
+				return
+			}
+			db, err := sqlite.Open(ctx, sqlite.Config{Path: path})
 			if err == nil {
 				err = db.Close()
 			}
@@ -332,13 +379,7 @@ func (t *Topology) startEngines(ctx context.Context) (config.AppStore, string, e
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return config.AppStore{}, "", err
-	}
-	if err := t.waitCache(ctx, addr); err != nil {
-		return config.AppStore{}, "", err
-	}
-	return store, addr, nil
+	return errors.Join(errs...)
 }
 
 // waitCache waits until the cache node answers a ping with the token.
@@ -371,8 +412,26 @@ func poll(ctx context.Context, p *proc, check func(context.Context) error) error
 	}
 }
 
+// Key ids of the keys up adds to every app server.
+const (
+	demoKeyID  = "demo"
+	adminKeyID = "admin"
+)
+
+// upKeys are the keys up adds to every app server: the demo key of this run (read and write
+// on every collection) and the admin key (which also scrapes the app servers' metrics).
+func (t *Topology) upKeys(demoHash string) []config.AppKey {
+	return []config.AppKey{
+		{ID: demoKeyID, SHA256: demoHash, Scopes: []string{"read:*", "write:*"}},
+		{ID: adminKeyID, SHA256: hex.EncodeToString(t.adminHash[:]), Scopes: []string{"admin"}},
+	}
+}
+
 // appConfig is the configuration of app server i.
 func (t *Topology) appConfig(i int, listen string, store config.AppStore, demoHash string) *config.File {
+	if t.cfg.File != nil {
+		return t.fileAppConfig(i, listen, demoHash)
+	}
 	// Every collection is strongly consistent and cached aside in the shared cache tier: a
 	// write through one app server invalidates the shared entry before it is acknowledged,
 	// so no app server serves the old version afterwards.
@@ -381,19 +440,17 @@ func (t *Topology) appConfig(i int, listen string, store config.AppStore, demoHa
 		cols[c] = config.AppCollection{Strategy: "cache-aside", Consistency: "strong"}
 	}
 	a := &config.App{
-		Listen:      listen,
-		Store:       store,
-		Collections: cols,
-		Keys: []config.AppKey{
-			{ID: "demo", SHA256: demoHash, Scopes: []string{"read:*", "write:*"}},
-			{ID: "admin", SHA256: hex.EncodeToString(t.adminHash[:]), Scopes: []string{"admin"}},
-		},
+		Listen:         listen,
+		Store:          store,
+		Collections:    cols,
+		Keys:           t.upKeys(demoHash),
 		TrustedProxies: []string{"127.0.0.1/32", "::1/128"},
 		Timeouts:       config.AppTimeouts{Shutdown: config.Duration(t.cfg.StopTimeout / 2)},
 	}
 	pending := filepath.Join(t.cfg.DataDir, "pending", fmt.Sprintf("app-%d", i+1))
-	if t.redis != nil {
-		a.Cache = &config.AppCache{Kind: "redis", Addrs: []string{t.redis.Addr()}, PendingDir: pending}
+	if t.cluster != nil {
+		// The app servers' Redis client finds the whole cluster from its nodes.
+		a.Cache = &config.AppCache{Kind: "redis", Addrs: t.cluster.Addrs(), PendingDir: pending}
 	} else {
 		// The embedded cache node's address and token reach the app server through the
 		// environment (EnvCacheAddr, EnvCacheToken), never through a file or a command line.
@@ -405,11 +462,12 @@ func (t *Topology) appConfig(i int, listen string, store config.AppStore, demoHa
 // startApps writes each app server's configuration and starts them, in parallel.
 func (t *Topology) startApps(ctx context.Context, store config.AppStore, demoHash string) error {
 	t.apps = make([]*proc, t.cfg.AppServers)
+	addrs, err := t.appAddrs()
+	if err != nil {
+		return err
+	}
 	for i := range t.apps {
-		addr, err := freeAddr()
-		if err != nil {
-			return err
-		}
+		addr := addrs[i]
 		f := t.appConfig(i, addr, store, demoHash)
 		data, err := yaml.Marshal(f)
 		if err != nil {
@@ -469,11 +527,20 @@ func (t *Topology) waitApp(ctx context.Context, i int) error {
 func (t *Topology) startLB() error {
 	cfg := lb.Config{
 		Health: lb.HealthConfig{Interval: 500 * time.Millisecond, Timeout: 400 * time.Millisecond, Rise: 2, Fall: 2},
-		Logger: t.cfg.Logger,
 	}
 	for _, a := range t.m.Apps {
 		cfg.Backends = append(cfg.Backends, lb.BackendConfig{Addr: a})
 	}
+	if t.cfg.File != nil && t.cfg.File.LB != nil {
+		// The file's balancer, whose backends are the app servers' addresses. Its admin
+		// listener is not started: up serves the balancer's admin API under /lb/.
+		fc, _, err := lb.FromConfig(t.cfg.File.LB)
+		if err != nil {
+			return err
+		}
+		cfg = fc
+	}
+	cfg.Logger = t.cfg.Logger
 	l, err := lb.New(cfg)
 	if err != nil {
 		return err
@@ -560,12 +627,10 @@ func (t *Topology) close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if t.redis != nil {
-		errs = append(errs, t.redis.Close())
+	if t.cluster != nil {
+		errs = append(errs, t.cluster.Close())
 	}
-	for _, c := range t.pg {
-		errs = append(errs, c.Close())
-	}
+	errs = append(errs, stopPostgres(ctx, t.pg))
 	return errors.Join(errs...)
 }
 
