@@ -227,12 +227,16 @@ type hedgeTry struct {
 }
 
 // attach records the try's connection so that cancel can close it; it
-// reports false when the try was cancelled already.
+// reports false, leaving the connection alone, when the try was cancelled
+// already.
 func (t *hedgeTry) attach(bc *bconn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.cancelled {
+		return false
+	}
 	t.conn = bc.Conn
-	return !t.cancelled
+	return true
 }
 
 // cancel stops the try: a dial in progress is abandoned, a connection is
@@ -287,6 +291,7 @@ func (cc *clientConn) hedge(b1 *Backend, bc1 *bconn, start1 int64, mayRetry bool
 	}
 	p.tried[p.ntried] = b2
 	p.ntried++
+	cc.hedgeSent = true
 	l.stats.hedges.Add(1)
 	b2.inflight.Add(1)
 	b2.requests.Add(1)
@@ -357,17 +362,24 @@ func (cc *clientConn) hedge(b1 *Backend, bc1 *bconn, start1 int64, mayRetry bool
 		if t == win {
 			continue
 		}
-		if t.bc != nil {
+		switch {
+		case t.bc == nil:
+		case t.unsent:
+			// Cancelled before its request was written: the connection is
+			// as good as it was in the pool.
+			t.b.putConn(t.bc, end)
+		default:
 			t.b.closeConn(t.bc)
 		}
 		switch {
+		case t.err == nil:
+			// A head that came too late, or one with a status to retry on.
+			t.b.observe(t.doneAt, t.doneAt-t.start, t.resp.status < 500, l.opts.decay)
 		case t.wasCancelled():
 			if !t.unsent {
 				// It was slower than the winner: that is worth knowing.
 				t.b.observeLatency(end, end-t.start, l.opts.decay)
 			}
-		case t.err == nil:
-			t.b.observe(t.doneAt, t.doneAt-t.start, t.resp.status < 500, l.opts.decay)
 		default:
 			stale := !t.unsent && t.bc.reused && !errors.Is(t.err, os.ErrDeadlineExceeded) && t.bc.br.Buffered() == 0
 			if !stale && !errors.Is(t.err, ErrBackendFull) {

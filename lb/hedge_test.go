@@ -367,3 +367,78 @@ func TestHedgeFromConfig(t *testing.T) {
 		t.Fatalf("hedge delay %v before any request, want the cap 300ms", d)
 	}
 }
+
+// TestHedgeFailures: a hedge to a backend that refuses connections leaves
+// the first try to answer; when both tries fail, the request is retried on a
+// third backend. No client sees an error. Smooth weighted round robin with
+// weights 1000:1:1 sends every first try to the slow backend and the first
+// hedge to the second one.
+func TestHedgeFailures(t *testing.T) {
+	var cancelled, hung atomic.Int64
+	slow := newBackend(t, slowHandler(60*time.Millisecond, &cancelled))
+	dead := newBackend(t, ok("dead"))
+	deadAddr := dead.addr()
+	dead.Close()
+	slowThenHangup := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		t := time.NewTimer(40 * time.Millisecond) // the backend is slow; not synchronisation
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+		}
+		hangup(&hung)(w, r)
+	})
+	good := newBackend(t, ok("good"))
+	c := client()
+	for _, tc := range []struct {
+		name        string
+		backends    []string
+		want        string
+		wantRetries bool
+	}{
+		{"hedge refused", []string{slow.addr(), deadAddr}, "slow", false},
+		{"both fail", []string{slowThenHangup.addr(), deadAddr, good.addr()}, "good", true},
+	} {
+		bc := []BackendConfig{{Addr: tc.backends[0], Weight: 1000}}
+		for _, a := range tc.backends[1:] {
+			bc = append(bc, BackendConfig{Addr: a, Weight: 1})
+		}
+		l, url := startLB(t, Config{
+			Backends: bc,
+			Policy:   WeightedRoundRobin,
+			Health:   HealthConfig{Disabled: true},
+			Outlier:  OutlierConfig{ConsecutiveFailures: -1},
+			Retry:    RetryConfig{Budget: retryBudgetGenerous},
+			Hedge:    HedgeConfig{Delay: 10 * time.Millisecond, Budget: hedgeBudgetGenerous},
+		})
+		const n = 6
+		for i := range n {
+			if code, body := get(t, c, url+"/item"); code != 200 || body != tc.want {
+				t.Fatalf("%s: GET %d: %d %q, want 200 %q", tc.name, i, code, body, tc.want)
+			}
+		}
+		st := l.Stats()
+		t.Logf("%s: %+v", tc.name, st)
+		if st.Hedges != n || st.UpstreamErrors != 0 {
+			t.Fatalf("%s: %d hedges for %d requests, %d upstream errors", tc.name, st.Hedges, n, st.UpstreamErrors)
+		}
+		// Each request either had its hedge answer (it went to the good
+		// backend) or had both tries fail and was retried.
+		if !tc.wantRetries && (st.HedgesWon != 0 || st.Retries != 0) ||
+			tc.wantRetries && (st.Retries == 0 || st.Retries+st.HedgesWon != n) {
+			t.Fatalf("%s: %d hedges won, %d retries", tc.name, st.HedgesWon, st.Retries)
+		}
+	}
+	if hung.Load() == 0 {
+		t.Fatal("the hanging backend was never tried")
+	}
+}
+
+func slicesContains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

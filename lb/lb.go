@@ -119,11 +119,11 @@ type RetryConfig struct {
 }
 
 // HedgeConfig configures hedged requests. A GET or HEAD without a body whose
-// first try has not answered after the hedge delay is sent to a second
-// backend as well (one that is eligible and not tried yet); the first
-// response head wins and the other try is cancelled: its connection is
-// closed. Other methods and requests with a body are never hedged. The zero
-// value turns hedging off.
+// try has not answered after the hedge delay is sent to a second backend as
+// well (one that is eligible and not tried yet), once per request at most;
+// the first response head wins and the other try is cancelled: its
+// connection is closed. Other methods and requests with a body are never
+// hedged. The zero value turns hedging off.
 type HedgeConfig struct {
 	// Delay is a fixed hedge delay. Default 0. Set Delay or Percentile, not
 	// both; it must be below RetryConfig.PerTryTimeout.

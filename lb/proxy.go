@@ -32,6 +32,7 @@ type clientConn struct {
 	body      []byte // buffered request body for replay
 	pick      Pick
 	hedgeable bool // the request may be hedged: GET or HEAD without a body, hedging on
+	hedgeSent bool // a hedge was sent for the request (one at most)
 }
 
 func (l *LB) newClientConn(c net.Conn) *clientConn {
@@ -157,6 +158,7 @@ func (cc *clientConn) handle() bool {
 	retryable := idempotent(req.method) || req.idempotencyKey
 	cc.hedgeable = l.hedge != nil && req.body == bodyNone &&
 		(string(req.method) == "GET" || string(req.method) == "HEAD")
+	cc.hedgeSent = false
 	cc.buildRequestHead()
 	cc.br.Discard(req.size)
 
@@ -230,7 +232,7 @@ tries:
 			p.tried[p.ntried] = b
 			p.ntried++
 		}
-		res := cc.attempt(b, buffered, retryable && try+1 < attempts, cc.hedgeable && try == 0)
+		res := cc.attempt(b, buffered, retryable && try+1 < attempts, cc.hedgeable && !cc.hedgeSent)
 		switch res.outcome {
 		case outcomeDone:
 			return res.keep
