@@ -191,7 +191,8 @@ func (c *Cache) GetFunc(ctx context.Context, key string, load LoadFunc) ([]byte,
 func (c *Cache) get(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
 	missed := false
 	for {
-		if c.pending.has(key) {
+		if c.pending.has(key) && !c.flushPending(ctx, key) {
+			// The store refused this key's invalidation just now: read the source.
 			c.bypassed.Add(1)
 			v, _, err := c.loadOnce(ctx, key, load)
 			return v, err
@@ -279,16 +280,47 @@ func (c *Cache) fill(ctx context.Context, key string, load LoadFunc, f *flight, 
 	// refused this value, had a write overtaken the load meanwhile.
 	storeUp = storeUp && c.storeErrors.Load() == failuresAtStart
 	switch {
-	case err == nil:
-		if storeUp {
-			c.set(ctx, key, Entry{Value: value, Version: version}, c.cfg.TTL)
-		}
-	case errors.Is(err, ErrNotFound):
-		if storeUp {
-			c.set(ctx, key, Entry{Negative: true, Version: version}, c.cfg.NegativeTTL)
-		}
+	case err == nil && storeUp:
+		c.set(ctx, key, Entry{Value: value, Version: version}, c.cfg.TTL)
+	case errors.Is(err, ErrNotFound) && storeUp:
+		c.set(ctx, key, Entry{Negative: true, Version: version}, c.cfg.NegativeTTL)
+	case err == nil || errors.Is(err, ErrNotFound):
+		c.fence(ctx, key, version)
 	}
 	c.flights.finish(key, f, value, err, true)
+}
+
+// fence is what a load that may not store its value does before returning it: a tombstone
+// at the loaded version, so that the store serves nothing older to anyone once the value
+// has been seen. Without it, a reader here could see a write that another process's cache
+// readers do not yet see (the write's own invalidation still on its way, and an older fill
+// landing meanwhile), which is a read going back in time across processes. A tombstone never
+// makes anything stale, so it is safe where a set is not. Best effort: skipped while the
+// breaker is open (the store is down for this process), and a failure is only counted.
+func (c *Cache) fence(ctx context.Context, key string, version int64) {
+	if c.br.State() == breaker.Open {
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.StoreTimeout)
+	defer cancel()
+	_ = c.tryInvalidate(sctx, key, version)
+}
+
+// flushPending applies key's pending invalidation now, for a read of key. It reports
+// whether key has none left.
+func (c *Cache) flushPending(ctx context.Context, key string) bool {
+	v, ok := c.pending.version(key)
+	if !ok {
+		return true
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.StoreTimeout)
+	defer cancel()
+	if c.tryInvalidate(sctx, key, v) != nil {
+		return false
+	}
+	c.pending.done(key, v)
+	c.retried.Add(1)
+	return !c.pending.has(key)
 }
 
 func (c *Cache) lease(ctx context.Context, key string) (Lease, bool, error) {

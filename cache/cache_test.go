@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -468,5 +469,89 @@ func TestFillAcrossStoreRestartNotStored(t *testing.T) {
 	src.setHook(nil)
 	if got := mustGet(t, c.Get, "k"); got != "v2" {
 		t.Fatalf("served %q after a fill that spanned a store restart, want v2", got)
+	}
+}
+
+// TestPendingKeyReadAppliesInvalidation: a read of a key whose invalidation is still queued
+// applies it first, then uses the cache as usual, instead of reading around the cache.
+func TestPendingKeyReadAppliesInvalidation(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource()
+	mem := newMem(t)
+	store := &flakyStore{Store: mem}
+	c := newCache(t, cache.Config{Store: store, Source: src, RetryInterval: time.Hour})
+	if _, err := c.WriteThrough(ctx, "k", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	store.down.Store(true)
+	if _, err := c.WriteAround(ctx, "k", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.PendingDepth != 1 {
+		t.Fatalf("stats %+v: want one pending invalidation", st)
+	}
+	store.down.Store(false)
+	if v := mustGet(t, c.Get, "k"); v != "v2" {
+		t.Fatalf("Get = %q, want v2", v)
+	}
+	if st := c.Stats(); st.PendingDepth != 0 || st.Bypassed != 0 || st.PendingRetried != 1 {
+		t.Fatalf("stats %+v: want the read to apply the pending invalidation and not bypass the cache", st)
+	}
+	if r, _ := mem.SetIfNewer(ctx, "k", cache.Entry{Value: []byte("v1"), Version: 1}, time.Hour); r != cache.Refused {
+		t.Fatal("a stale set of v1 was stored after the read")
+	}
+	hits := c.Stats().Hits
+	if v := mustGet(t, c.Get, "k"); v != "v2" || c.Stats().Hits != hits+1 {
+		t.Fatalf("second Get = %q with %d new hits, want v2 from the cache", v, c.Stats().Hits-hits)
+	}
+}
+
+// TestUnstoredLoadFencesOlderFills: two processes share a store. One of them loads the new
+// value of a key without storing it (its store call failed at the start of the read); before
+// it returns the value, it must leave a tombstone at that version, or the other process's
+// slower fill of the old value lands in the shared store and its readers go back in time
+// (the write's own invalidation not having arrived yet).
+func TestUnstoredLoadFencesOlderFills(t *testing.T) {
+	ctx := context.Background()
+	src := newFakeSource()
+	src.Write(ctx, "k", []byte("v1"))
+	mem := newMem(t)
+	storeA := &flakyStore{Store: mem}
+	a := newCache(t, cache.Config{Store: storeA, Source: src})
+	b := newCache(t, cache.Config{Store: mem, Source: src})
+	loaded, proceed := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	src.setHook(func(string) { // the first load (B's) waits; A's goes on
+		if first.CompareAndSwap(false, true) {
+			close(loaded)
+			<-proceed
+		}
+	})
+	readerDone := make(chan string)
+	go func() {
+		v, err := b.Get(ctx, "k")
+		if err != nil {
+			t.Errorf("reader in B: %v", err)
+		}
+		readerDone <- string(v)
+	}()
+	<-loaded // B's fill holds v1
+	if _, err := src.Write(ctx, "k", []byte("v2")); err != nil {
+		t.Fatal(err) // a write whose invalidation has not arrived yet
+	}
+	storeA.failNext.Store(1) // A's first store call fails: its fill may not store
+	if v := mustGet(t, a.Get, "k"); v != "v2" {
+		t.Fatalf("A read %q, want v2", v)
+	}
+	close(proceed)
+	if v := <-readerDone; v != "v1" {
+		t.Fatalf("B's first reader = %q, want v1 (its read began before the write)", v)
+	}
+	src.setHook(nil)
+	if v := mustGet(t, b.Get, "k"); v != "v2" {
+		t.Fatalf("B served %q after A had returned v2: its old fill was stored", v)
+	}
+	if b.Stats().Refused == 0 {
+		t.Fatal("B's stale fill was not refused")
 	}
 }

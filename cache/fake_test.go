@@ -81,13 +81,15 @@ type flakyStore struct {
 	// the ones turned away), so that a test can wait for them to land before it changes the
 	// store underneath.
 	calls atomic.Int64
+	// failNext fails that many calls, as a brief outage would.
+	failNext atomic.Int64
 }
 
 // enter reports whether a call may go through to the store; calls.Add(-1) must follow when
 // it did.
 func (f *flakyStore) enter() bool {
 	f.calls.Add(1)
-	if f.down.Load() {
+	if f.down.Load() || f.failNext.Add(-1) >= 0 {
 		f.calls.Add(-1)
 		return false
 	}

@@ -97,6 +97,17 @@ func (p *pendingSet) has(key string) bool {
 	return ok
 }
 
+// version returns the version of key's pending invalidation.
+func (p *pendingSet) version(key string) (int64, bool) {
+	if p.n.Load() == 0 {
+		return 0, false
+	}
+	p.mu.Lock()
+	v, ok := p.m[key]
+	p.mu.Unlock()
+	return v, ok
+}
+
 // add records an invalidation of key at v; with a file, it is synced before add returns.
 // The key is pending (in memory) even when the file write fails.
 func (p *pendingSet) add(key string, v int64) error {
