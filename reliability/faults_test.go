@@ -318,8 +318,11 @@ func TestCacheStopped(t *testing.T) {
 	switch res {
 	case "Ok":
 	case "Illegal":
-		for _, e := range Explain(h.Ops(), 5) {
+		for _, e := range Explain(h.Ops(), 3) {
 			t.Log(e)
+		}
+		if lines, ok := FirstViolation(h.Ops(), 300*time.Millisecond, time.Minute); ok {
+			t.Log(strings.Join(lines, "\n"))
 		}
 		knownBug(t, "history of %d operations is not linearizable across cache stop/restart cycles", n)
 	default:

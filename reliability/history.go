@@ -1,8 +1,10 @@
 package reliability
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -289,4 +291,69 @@ func Explain(ops []Op, max int) []string {
 		}
 	}
 	return out
+}
+
+// FirstViolation finds, for a history porcupine found illegal, the key and the earliest read
+// at which its history stops being linearizable (every write kept, reads added in order of
+// their start), and returns that read and the operations on the key in the window before it,
+// for the test log. ok is false when no single key is illegal on its own.
+func FirstViolation(ops []Op, window time.Duration, timeout time.Duration) (lines []string, ok bool) {
+	byKey := map[string][]Op{}
+	for _, o := range ops {
+		byKey[o.Key] = append(byKey[o.Key], o)
+	}
+	keys := slices.Sorted(maps.Keys(byKey))
+	for _, k := range keys {
+		kops := byKey[k]
+		if res, _ := Linearizable(kops, timeout); res != porcupine.Illegal {
+			continue
+		}
+		var writes, reads []Op
+		for _, o := range kops {
+			if o.Write() {
+				writes = append(writes, o)
+			} else {
+				reads = append(reads, o)
+			}
+		}
+		slices.SortFunc(reads, func(a, b Op) int { return cmp.Compare(a.Start, b.Start) })
+		// The smallest n such that the writes and the first n reads are illegal.
+		lo, hi := 0, len(reads)
+		for lo < hi {
+			mid := (lo + hi) / 2
+			if res, _ := Linearizable(append(slices.Clone(writes), reads[:mid+1]...), timeout); res == porcupine.Illegal {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		if lo >= len(reads) {
+			continue
+		}
+		bad := reads[lo]
+		lines = append(lines, fmt.Sprintf("key %s: first read that cannot be linearized: %s", k, describeOp(bad)))
+		slices.SortFunc(kops, func(a, b Op) int { return cmp.Compare(a.Start, b.Start) })
+		for _, o := range kops {
+			if o.End >= bad.Start-window && o.Start <= bad.End {
+				lines = append(lines, "    "+describeOp(o))
+			}
+		}
+		return lines, true
+	}
+	return nil, false
+}
+
+func describeOp(o Op) string {
+	s := fmt.Sprintf("%-9s %s=%d client %d [%v .. %v] status %d", o.Kind, o.Key, o.Value, o.Client,
+		o.Start.Round(10*time.Microsecond), o.End.Round(10*time.Microsecond), o.Status)
+	if o.Served != "" {
+		s += " served " + o.Served
+	}
+	if o.NotApplied {
+		s += " (not applied)"
+	}
+	if o.Err != "" {
+		s += " err " + o.Err
+	}
+	return s
 }
