@@ -135,14 +135,18 @@ func (c *client) do(ctx context.Context, kind Kind, key string, value int64) Op 
 		c.idemSeq++
 		idem = fmt.Sprintf("k-%d-%d-%d", c.n, c.idemSeq, rand.Int64())
 	}
+	notApplied := true // every attempt so far was refused before it was applied
 	for attempt := 0; ; attempt++ {
 		c.once(ctx, &o, idem)
+		notApplied = notApplied && o.NotApplied
 		retry := kind == PutKeyed && (o.Status == 0 || o.Status >= 500 || o.Status == 409)
 		if !retry || time.Now().Add(200*time.Millisecond).After(deadline) || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(time.Duration(min(50*(attempt+1), 500)) * time.Millisecond) // back off before the retry
 	}
+	// A retried write is known not to have happened only if no attempt may have applied it.
+	o.NotApplied = notApplied
 	o.End = c.h.Now()
 	c.h.Add(o)
 	return o
