@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"time"
 )
 
@@ -22,12 +21,8 @@ type ConcurrencyConfig struct {
 type Concurrency struct {
 	max   int
 	clock clock
-	store *store[concEntry]
+	store *wordStore // key -> units in flight
 }
-
-type concEntry struct{ held atomic.Int64 } // units in flight; concDead once evicted
-
-const concDead = -1
 
 var _ Limiter = (*Concurrency)(nil)
 
@@ -38,9 +33,7 @@ func NewConcurrency(cfg ConcurrencyConfig) (*Concurrency, error) {
 		return nil, fmt.Errorf("%w: max in flight %d must be positive", ErrInvalidConfig, cfg.Max)
 	}
 	c := &Concurrency{max: cfg.Max, clock: newClock()}
-	c.store = newStore(func(*concEntry) {}, func(e *concEntry, _ int64) bool {
-		return e.held.CompareAndSwap(0, concDead)
-	})
+	c.store = newWordStore(0, func(held, _ int64) bool { return held == 0 })
 	return c, nil
 }
 
@@ -63,19 +56,18 @@ func (c *Concurrency) acquire(t int64, key string, n int) (Decision, error) {
 	if err := checkCost(n, c.max); err != nil {
 		return Decision{Limit: c.max}, err
 	}
+	e := c.store.get(key, t)
 	for {
-		e := c.store.get(key, t)
-		for {
-			held := e.held.Load()
-			if held == concDead {
-				break
-			}
-			if held+int64(n) > int64(c.max) {
-				return Decision{Limit: c.max, Remaining: c.max - int(held)}, nil
-			}
-			if n == 0 || e.held.CompareAndSwap(held, held+int64(n)) {
-				return Decision{Allowed: true, Limit: c.max, Remaining: c.max - int(held) - n}, nil
-			}
+		held := e.Load()
+		if held == wordMoved {
+			e = c.store.getSettled(key, t)
+			continue
+		}
+		if held+int64(n) > int64(c.max) {
+			return Decision{Limit: c.max, Remaining: c.max - int(held)}, nil
+		}
+		if n == 0 || e.CompareAndSwap(held, held+int64(n)) {
+			return Decision{Allowed: true, Limit: c.max, Remaining: c.max - int(held) - n}, nil
 		}
 	}
 }
@@ -88,11 +80,19 @@ func (c *Concurrency) Release(key string, n int) {
 		return
 	}
 	for {
-		held := e.held.Load()
-		if held <= 0 {
-			return // nothing held (or evicted): nothing to give back
+		held := e.Load()
+		if held == wordMoved {
+			// Moved to a new table: look again once the rebuild is
+			// done. (Keys holding units are never evicted.)
+			if e = c.store.lookupSettled(key); e == nil {
+				return
+			}
+			continue
 		}
-		if e.held.CompareAndSwap(held, max(held-int64(n), 0)) {
+		if held <= 0 {
+			return // nothing held: nothing to give back
+		}
+		if e.CompareAndSwap(held, max(held-int64(n), 0)) {
 			return
 		}
 	}

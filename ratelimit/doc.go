@@ -38,16 +38,20 @@
 // Keys live in 256 shards. Each shard publishes an open-addressing table
 // through an atomic pointer, so a lookup takes no lock: one maphash of the
 // key (no allocation), an atomic load, a short probe. Only the insertion of
-// a new key takes the shard's mutex. When a table is half full, the
-// inserting caller rebuilds it with the keys that are not idle and
-// publishes the new one: memory follows the number of active keys, with no
-// goroutine to own. A lookup's first access to the key's entry is an atomic
-// read-modify-write, so that on a multi-core machine the entry's cache line
-// moves to the deciding core once, not once to read and again to write. A key is idle when its state is the same as that of a
-// key never seen (for GCRA, a full bucket: a theoretical arrival time in
-// the past), so evicting it changes no decision; a one-second grace keeps
-// that exact for callers whose instants lag slightly behind. A caller that
-// raced with an eviction finds its entry marked dead and looks again.
+// a new key takes the shard's mutex. When a table fills up, the inserting
+// caller rebuilds it with the keys that are not idle and publishes the new
+// one: memory follows the number of active keys, with no goroutine to own.
+// The limiters whose state is one word (GCRA, Concurrency) keep it in the
+// table itself, beside the key's hash and key: 32 bytes a slot, no per-key
+// allocation besides the key's bytes, and a decision touches one line of the
+// table. The window limiters keep a pointer to a per-key entry with its
+// mutex.
+//
+// A key is idle when its state is the same as that of a key never seen (for
+// GCRA, a full bucket: a theoretical arrival time in the past), so evicting
+// it changes no decision; a one-second grace keeps that exact for callers
+// whose instants lag slightly behind. A caller that raced with a rebuild
+// finds its entry marked moved (or dead) and looks again.
 //
 // # Compared with the usual approach
 //

@@ -3,8 +3,6 @@ package ratelimit
 import (
 	"context"
 	"fmt"
-	"math"
-	"sync/atomic"
 	"time"
 )
 
@@ -28,9 +26,9 @@ type GCRAConfig struct {
 // updated with a compare-and-swap loop. A key allows at most
 // rate*T + burst events in any interval of length T.
 //
-// Keys whose bucket has been full for a second are evicted by a sweep that
-// inserts run when a shard has doubled in size. A full bucket is exactly
-// the state of a key that has no entry, so eviction changes no decision.
+// Keys whose bucket has been full for a second are evicted when an insert
+// rebuilds their shard's table. A full bucket is exactly the state of a key
+// that has no entry, so eviction changes no decision.
 //
 // GCRA is safe for concurrent use.
 type GCRA struct {
@@ -38,17 +36,11 @@ type GCRA struct {
 	interval int64 // emission interval T, ns
 	tau      int64 // burst * T, ns
 	burst    int
-	store    *store[gcraEntry]
+	store    *wordStore // key -> theoretical arrival time
 }
 
-type gcraEntry struct{ tat atomic.Int64 }
-
-const (
-	// tatEmpty is the TAT of a fresh entry: far in the past.
-	tatEmpty = math.MinInt64 + 1
-	// tatDead marks an evicted entry.
-	tatDead = math.MinInt64
-)
+// tatEmpty is the TAT of a fresh entry: far in the past.
+const tatEmpty = wordMoved + 1
 
 var _ Limiter = (*GCRA)(nil)
 
@@ -70,10 +62,7 @@ func NewGCRA(cfg GCRAConfig) (*GCRA, error) {
 		clk = clock{epoch: cfg.Clock.epoch, coarse: cfg.Clock}
 	}
 	g := &GCRA{clock: clk, interval: t, tau: int64(burst) * t, burst: burst}
-	g.store = newStore(func(e *gcraEntry) { e.tat.Store(tatEmpty) }, func(e *gcraEntry, now int64) bool {
-		tat := e.tat.Load()
-		return tat <= now-idleGrace && e.tat.CompareAndSwap(tat, tatDead)
-	})
+	g.store = newWordStore(tatEmpty, func(tat, now int64) bool { return tat <= now-idleGrace })
 	return g, nil
 }
 
@@ -106,31 +95,32 @@ func (g *GCRA) allow(t int64, key string, n int) (Decision, error) {
 		return Decision{Limit: g.burst}, err
 	}
 	inc := int64(n) * g.interval
+	e := g.store.get(key, t)
 	for {
-		e := g.store.get(key, t)
-		for {
-			tat := e.tat.Load()
-			if tat == tatDead {
-				break // evicted under us: look the key up again
-			}
-			base := max(tat, t)
-			newTAT := base + inc
-			if allowAt := newTAT - g.tau; t < allowAt {
-				return Decision{
-					Limit:      g.burst,
-					Remaining:  int((g.tau - (base - t)) / g.interval),
-					RetryAfter: time.Duration(allowAt - t),
-					ResetAfter: time.Duration(base - t),
-				}, nil
-			}
-			if n == 0 || e.tat.CompareAndSwap(tat, newTAT) {
-				return Decision{
-					Allowed:    true,
-					Limit:      g.burst,
-					Remaining:  int((g.tau - (newTAT - t)) / g.interval),
-					ResetAfter: time.Duration(newTAT - t),
-				}, nil
-			}
+		tat := e.Load()
+		if tat == wordMoved {
+			// Moved to a new table or evicted under us: look again once
+			// the rebuild is done.
+			e = g.store.getSettled(key, t)
+			continue
+		}
+		base := max(tat, t)
+		newTAT := base + inc
+		if allowAt := newTAT - g.tau; t < allowAt {
+			return Decision{
+				Limit:      g.burst,
+				Remaining:  int((g.tau - (base - t)) / g.interval),
+				RetryAfter: time.Duration(allowAt - t),
+				ResetAfter: time.Duration(base - t),
+			}, nil
+		}
+		if n == 0 || e.CompareAndSwap(tat, newTAT) {
+			return Decision{
+				Allowed:    true,
+				Limit:      g.burst,
+				Remaining:  int((g.tau - (newTAT - t)) / g.interval),
+				ResetAfter: time.Duration(newTAT - t),
+			}, nil
 		}
 	}
 }

@@ -510,3 +510,66 @@ func TestParallelWithEviction(t *testing.T) {
 		t.Fatalf("%d keys held, want %d: hot and new kept, idle evicted", n, hot+fresh)
 	}
 }
+
+// TestConcurrencyWithRebuilds acquires and releases units of hot keys while
+// another goroutine inserts new keys, so that tables are rebuilt (and their
+// slots moved) under the callers' feet: every hot key grants exactly Max
+// units, and gives every one of them back.
+func TestConcurrencyWithRebuilds(t *testing.T) {
+	const maxInFlight, hot, fresh, callers = 2, 300, 200_000, 4
+	l, err := ratelimit.NewConcurrency(ratelimit.ConcurrencyConfig{Max: maxInFlight})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	granted := make([]atomic.Int64, hot)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range fresh {
+			l.AllowN(ctx, "new-"+strconv.Itoa(i), 1)
+		}
+	})
+	for c := range callers {
+		wg.Go(func() {
+			for i := range hot {
+				k := (i*7 + c*131) % hot
+				if d, _ := l.AllowN(ctx, "hot-"+strconv.Itoa(k), 1); d.Allowed {
+					granted[k].Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for k := range granted {
+		if got := granted[k].Load(); got != maxInFlight {
+			t.Fatalf("hot key %d: %d granted of %d asked, want exactly %d", k, got, callers, maxInFlight)
+		}
+	}
+	wg.Go(func() {
+		for i := range fresh {
+			l.AllowN(ctx, "newer-"+strconv.Itoa(i), 1)
+		}
+	})
+	for range maxInFlight { // each holds one unit of every hot key
+		wg.Go(func() {
+			for round := range 20 {
+				for i := range hot {
+					k := "hot-" + strconv.Itoa(i)
+					if round > 0 { // take the unit again, then give it back
+						if d, _ := l.AllowN(ctx, k, 1); !d.Allowed {
+							t.Errorf("%s, round %d: %+v, want the unit given back last round", k, round, d)
+							return
+						}
+					}
+					l.Release(k, 1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for k := range hot {
+		if d, _ := l.AllowN(ctx, "hot-"+strconv.Itoa(k), maxInFlight); !d.Allowed {
+			t.Fatalf("hot key %d after every release: %+v", k, d)
+		}
+	}
+}
