@@ -440,10 +440,32 @@ func (a *Cached) publish(ctx context.Context, key string, version int64, value [
 	}
 	a.c.Invalidate(ctx, key, version)
 	if a.failClosed() {
-		return fmt.Errorf("%w: the write is in the store at version %d; its invalidation is queued", ErrCacheUnavailable, version)
+		return &UnconfirmedError{Version: version}
 	}
 	return nil
 }
+
+// Republish tells the cache again about the write of c/id at version (a tombstone), for the
+// retry of a write whose first answer was an UnconfirmedError: once it succeeds, the write
+// can be confirmed. It fails like the write did while the cache tier is unreachable.
+func (a *Cached) Republish(ctx context.Context, c, id string, version int64) error {
+	if a.wb != nil || !a.failClosed() {
+		return nil
+	}
+	return a.publish(ctx, a.prefix+id, version, nil)
+}
+
+// UnconfirmedError reports a write that is in the store at Version but whose invalidation
+// the shared cache tier could not take (it is queued and retried). It wraps
+// ErrCacheUnavailable. The write must not be applied again: a retry with the same
+// Idempotency-Key confirms it through Republish instead.
+type UnconfirmedError struct{ Version int64 }
+
+func (e *UnconfirmedError) Error() string {
+	return fmt.Sprintf("%v: the write is in the store at version %d; its invalidation is queued", ErrCacheUnavailable, e.Version)
+}
+
+func (e *UnconfirmedError) Unwrap() error { return ErrCacheUnavailable }
 
 // guard runs one cache store call of a write's publish through the cache's breaker. When
 // the breaker refuses the call (open, or half-open with its probe taken) and the collection

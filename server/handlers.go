@@ -185,7 +185,7 @@ func (s *Server) writeHandler(fn writeFunc) docFunc {
 			writeProblem(w, r, http.StatusBadRequest, ProblemInvalidHeader, "Idempotency-Key must be one value of 1 to 255 printable ASCII characters", 0)
 			return
 		}
-		s.idempotent(w, r, PrincipalFrom(r.Context()), key[0], body, func(w http.ResponseWriter) {
+		s.idempotent(w, r, PrincipalFrom(r.Context()), key[0], body, func(w http.ResponseWriter, r *http.Request) {
 			fn(w, r, col, id, body)
 		})
 	}
@@ -283,20 +283,37 @@ func (s *Server) putDoc(w http.ResponseWriter, r *http.Request, col *collection,
 		return
 	}
 	d, err := col.Access.Put(r.Context(), col.name, id, body, ifVersion)
+	answer := func(w http.ResponseWriter) {
+		status := http.StatusOK
+		switch {
+		case d.Version == 0:
+			// Write-behind: acknowledged in the durable queue, applied later.
+			status = http.StatusAccepted
+		case d.Version == 1 || ifVersion == 0:
+			status = http.StatusCreated
+			w.Header().Set("Location", "/v1/"+col.name+"/"+url.PathEscape(id))
+		}
+		writeDoc(w, d, status)
+	}
 	if err != nil {
-		s.storeError(w, r, err)
+		s.writeFailed(w, r, col, id, err, answer)
 		return
 	}
-	status := http.StatusOK
-	switch {
-	case d.Version == 0:
-		// Write-behind: acknowledged in the durable queue, applied later.
-		status = http.StatusAccepted
-	case d.Version == 1 || ifVersion == 0:
-		status = http.StatusCreated
-		w.Header().Set("Location", "/v1/"+col.name+"/"+url.PathEscape(id))
+	answer(w)
+}
+
+// writeFailed answers a write that failed. A write that is in the store but unconfirmed
+// (UnconfirmedError) under an Idempotency-Key also leaves, through the request's
+// idempotency slot, the answer it would have had, for the retry that confirms it.
+func (s *Server) writeFailed(w http.ResponseWriter, r *http.Request, col *collection, id string, err error, answer func(http.ResponseWriter)) {
+	var ue *UnconfirmedError
+	if slot, ok := r.Context().Value(idemSlotKey{}).(*idemSlot); ok && errors.As(err, &ue) {
+		alt := &bufferedResponse{header: http.Header{}}
+		answer(alt)
+		slot.unconfirmed = &idemRecord{Coll: col.name, ID: id, Version: ue.Version,
+			Status: cmpStatus(alt.status), Header: replayable(alt.header), Body: alt.body.Bytes()}
 	}
-	writeDoc(w, d, status)
+	s.storeError(w, r, err)
 }
 
 // writeVersion turns the preconditions of a write into the version it is conditional on:
@@ -388,11 +405,12 @@ func (s *Server) patchDoc(w http.ResponseWriter, r *http.Request, col *collectio
 		if errors.Is(err, docstore.ErrVersionConflict) && !ifMatch.present {
 			continue
 		}
+		answer := func(w http.ResponseWriter) { writeDoc(w, d, http.StatusOK) }
 		if err != nil {
-			s.storeError(w, r, err)
+			s.writeFailed(w, r, col, id, err, answer)
 			return
 		}
-		writeDoc(w, d, http.StatusOK)
+		answer(w)
 		return
 	}
 	writeProblem(w, r, http.StatusServiceUnavailable, ProblemUnavailable, "the document is changing too fast to patch; retry", s.cfg.RetryAfter)
@@ -409,17 +427,20 @@ func (s *Server) deleteDoc(w http.ResponseWriter, r *http.Request, col *collecti
 		return
 	}
 	v, err := col.Access.Delete(r.Context(), col.name, id, ifVersion)
+	answer := func(w http.ResponseWriter) {
+		if v == 0 {
+			// Write-behind: acknowledged in the durable queue, applied later.
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		w.Header().Set("ETag", etag(v))
+		w.WriteHeader(http.StatusNoContent)
+	}
 	if err != nil {
-		s.storeError(w, r, err)
+		s.writeFailed(w, r, col, id, err, answer)
 		return
 	}
-	if v == 0 {
-		// Write-behind: acknowledged in the durable queue, applied later.
-		w.WriteHeader(http.StatusAccepted)
-		return
-	}
-	w.Header().Set("ETag", etag(v))
-	w.WriteHeader(http.StatusNoContent)
+	answer(w)
 }
 
 // listItem is one document in list and batchGet responses.

@@ -27,7 +27,10 @@ const maxIdempotencyKey = 255
 
 // idemRecord is the stored state of one idempotency key.
 type idemRecord struct {
-	// State is "pending" while the first request runs, "done" once its response is stored.
+	// State is "pending" while the first request runs, "done" once its response is stored,
+	// "unconfirmed" when the write is in the store but the shared cache did not take its
+	// invalidation (the first answer was 503): Status, Header and Body are then the answer
+	// the write would have had, replayed once Coll/ID at Version has been republished.
 	State string `json:"state"`
 	// FP is the fingerprint of the request (method, path, preconditions, body).
 	FP string `json:"fp"`
@@ -38,6 +41,32 @@ type idemRecord struct {
 	Status int               `json:"status,omitempty"`
 	Header map[string]string `json:"header,omitempty"`
 	Body   []byte            `json:"body,omitempty"`
+	// Coll, ID and Version name the unconfirmed write.
+	Coll    string `json:"coll,omitempty"`
+	ID      string `json:"id,omitempty"`
+	Version int64  `json:"version,omitempty"`
+}
+
+// idemSlot carries, from a write handler to idempotent, what a retry needs to confirm an
+// unconfirmed write instead of applying it again.
+type idemSlot struct{ unconfirmed *idemRecord }
+
+type idemSlotKey struct{}
+
+// republisher is implemented by access paths whose writes can be unconfirmed (Cached).
+type republisher interface {
+	Republish(ctx context.Context, c, id string, version int64) error
+}
+
+// replayable keeps the response fields an idempotent replay repeats.
+func replayable(h http.Header) map[string]string {
+	out := map[string]string{}
+	for _, k := range replayedHeaders {
+		if v := h.Get(k); v != "" {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // replayedHeaders are the response fields an idempotent replay repeats.
@@ -116,10 +145,14 @@ func cmpStatus(s int) int {
 // claims the key with a conditional create of a pending record, runs, and stores its
 // response; a retry with the same key and request gets the stored response (with
 // Idempotent-Replayed: true); a retry while the first is still running gets 409; the same key
-// with a different request gets 422. A response with status 5xx (outcome unknown, or nothing
-// done) releases the key so that a retry runs again: PUT and merge patch bodies converge, and a
-// DELETE retried after a lost response answers 404.
-func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *Principal, key string, body []byte, run func(w http.ResponseWriter)) {
+// with a different request gets 422. A write that reached the store but whose invalidation
+// the shared cache did not take (503, UnconfirmedError) is never applied again: its record
+// keeps the answer it would have had, and a retry republishes the invalidation and, once the
+// cache takes it, replays that answer (or answers 503 again). Any other response with status
+// 5xx (nothing done, or an outcome the server cannot know) releases the key so that a retry
+// runs again: PUT and merge patch bodies converge, and a DELETE retried after a lost response
+// answers 404.
+func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *Principal, key string, body []byte, run func(w http.ResponseWriter, r *http.Request)) {
 	ctx := r.Context()
 	id := idemID(p.ID, key)
 	fp := fingerprint(r, body)
@@ -153,9 +186,10 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *Principal
 			rec = idemRecord{} // unreadable: treat as expired
 		}
 		age := now.Sub(time.UnixMilli(rec.At))
-		expired := rec.State == "done" && age > s.cfg.IdempotencyTTL ||
+		finished := rec.State == "done" || rec.State == "unconfirmed"
+		expired := finished && age > s.cfg.IdempotencyTTL ||
 			rec.State == "pending" && age > s.cfg.IdempotencyLease ||
-			rec.State != "done" && rec.State != "pending"
+			!finished && rec.State != "pending"
 		if expired {
 			if d, err := s.idem.PutIfVersion(ctx, IdempotencyCollection, id, claim, cur.Version); err == nil {
 				held = d.Version
@@ -172,6 +206,11 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *Principal
 				"a request with this Idempotency-Key is in progress", s.cfg.RetryAfter)
 			return
 		}
+		if rec.State == "unconfirmed" {
+			if !s.confirm(w, r, cur, rec) {
+				return
+			}
+		}
 		h := w.Header()
 		for k, v := range rec.Header {
 			h.Set(k, v)
@@ -183,26 +222,51 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *Principal
 	}
 
 	buf := &bufferedResponse{header: w.Header()}
-	run(buf)
+	slot := &idemSlot{}
+	run(buf, r.WithContext(context.WithValue(ctx, idemSlotKey{}, slot)))
 	status := cmpStatus(buf.status)
 	// The record is written even if the client has gone: its retry must find it.
 	bg := context.WithoutCancel(ctx)
-	if status >= 500 {
+	if status >= 500 && slot.unconfirmed != nil {
+		rec := *slot.unconfirmed
+		rec.State, rec.FP, rec.At = "unconfirmed", fp, s.now().UnixMilli()
+		data, _ := json.Marshal(rec)
+		if _, err := s.idem.PutIfVersion(bg, IdempotencyCollection, id, data, held); err != nil {
+			s.log.WarnContext(ctx, "idempotency: storing an unconfirmed write failed", "err", err)
+		}
+	} else if status >= 500 {
 		if _, err := s.idem.DeleteIfVersion(bg, IdempotencyCollection, id, held); err != nil {
 			s.log.WarnContext(ctx, "idempotency: release failed", "err", err)
 		}
 	} else {
-		rec := idemRecord{State: "done", FP: fp, At: s.now().UnixMilli(), Status: status, Header: map[string]string{}}
-		for _, k := range replayedHeaders {
-			if v := buf.header.Get(k); v != "" {
-				rec.Header[k] = v
-			}
-		}
-		rec.Body = buf.body.Bytes()
+		rec := idemRecord{State: "done", FP: fp, At: s.now().UnixMilli(), Status: status,
+			Header: replayable(buf.header), Body: buf.body.Bytes()}
 		data, _ := json.Marshal(rec)
 		if _, err := s.idem.PutIfVersion(bg, IdempotencyCollection, id, data, held); err != nil {
 			s.log.WarnContext(ctx, "idempotency: storing the response failed", "err", err)
 		}
 	}
 	buf.copyTo(w)
+}
+
+// confirm republishes the invalidation of an unconfirmed write for its retry, and marks the
+// record done once the cache took it. It reports whether the stored answer may be replayed;
+// when not, it has answered (503, as the first attempt was).
+func (s *Server) confirm(w http.ResponseWriter, r *http.Request, cur docstore.Doc, rec idemRecord) bool {
+	col := s.collections[rec.Coll]
+	if col != nil {
+		if rp, ok := col.Access.(republisher); ok {
+			if err := rp.Republish(r.Context(), rec.Coll, rec.ID, rec.Version); err != nil {
+				s.storeError(w, r, err)
+				return false
+			}
+		}
+	}
+	rec.State, rec.Coll, rec.ID, rec.Version = "done", "", "", 0
+	data, _ := json.Marshal(rec)
+	if _, err := s.idem.PutIfVersion(context.WithoutCancel(r.Context()), IdempotencyCollection, cur.ID, data, cur.Version); err != nil {
+		// Another retry confirmed it first, or the store is failing: the answer stands.
+		s.log.DebugContext(r.Context(), "idempotency: marking a confirmed write done failed", "err", err)
+	}
+	return true
 }
