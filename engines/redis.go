@@ -86,6 +86,10 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", strconv.FormatInt(opts.nodeTimeout.Milliseconds(), 10),
+			// A master sends its data to a new replica at once, instead of waiting (5s by
+			// default) for more replicas to share one transfer: on one machine there is
+			// nothing to save, and a cluster's replicas attach one by one.
+			"--repl-diskless-sync-delay", "0",
 		)
 	}
 	args = append(args, opts.Args...)
