@@ -72,7 +72,7 @@ func openCache(a *config.App) (*cacheTier, error) {
 	t.br, err = breaker.New(breaker.Config{
 		Name:                "cache",
 		ConsecutiveFailures: k.BreakerFailures,
-		OpenDuration:        cmpOr(k.BreakerOpen.D(), 5*time.Second),
+		OpenDuration:        cmpOr(k.BreakerOpen.D(), 2*time.Second),
 	})
 	if err != nil {
 		t.store.Close()
