@@ -5,8 +5,13 @@
 // shared cache node (`strata cachenode`, a process too) and four SQLite shards in the data
 // directory, which the app servers share (WAL mode, one writer at a time per file, busy
 // timeout). Engines Local runs the same diagram on real engines started through package
-// engines: Redis as the cache tier and PostgreSQL shards, each a primary with streaming
-// replicas.
+// engines: a Redis Cluster as the cache tier and PostgreSQL shards, each a primary with
+// streaming replicas, whose data is kept in the data directory across runs.
+//
+// With Config.File (`strata up --config`), the tiers are the ones a configuration file
+// describes: one app server per backend of its lb: section, each configured by its app:
+// section, behind the balancer of the lb: section, against the engines the app section
+// names (see config.Up).
 //
 // # Why processes
 //
@@ -28,8 +33,8 @@
 // # Chaos
 //
 // Topology.Chaos and Topology.AdminHandler carry out faults: kill-app, restart-app,
-// stop-cache, start-cache, and with local engines pause-replica, resume-replica,
-// kill-primary, restart-primary. The HTTP form is the contract of loadgen.HTTPChaos.
+// stop-cache, start-cache (not on a file's engines, which up did not start), and with local
+// engines pause-replica, resume-replica, kill-primary, restart-primary. The HTTP form is the contract of loadgen.HTTPChaos.
 //
 // # Compared with the seed
 //

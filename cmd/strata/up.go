@@ -80,6 +80,11 @@ func cmdUp(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		f, err := config.Load(*configPath)
+		if err == nil {
+			if err = f.CheckUp(); err != nil {
+				err = fmt.Errorf("%s: %w", *configPath, err)
+			}
+		}
 		if err != nil {
 			fmt.Fprintln(stderr, "strata up:", err)
 			return 2
