@@ -482,8 +482,11 @@ func (t *Topology) startApps(ctx context.Context, store config.AppStore, demoHas
 			return err
 		}
 		p := &proc{name: fmt.Sprintf("app-%d", i+1), bin: t.cfg.Exe, args: []string{"app", "--config", path},
-			env:     []string{EnvCacheToken + "=" + t.token, EnvCacheAddr + "=" + t.m.Cache},
 			logPath: filepath.Join(t.cfg.DataDir, "logs", fmt.Sprintf("app-%d.log", i+1))}
+		if t.cfg.File == nil {
+			// A file's app servers see up's environment as it is: its variables are theirs.
+			p.env = []string{EnvCacheToken + "=" + t.token, EnvCacheAddr + "=" + t.m.Cache}
+		}
 		t.apps[i] = p
 		t.m.Apps = append(t.m.Apps, addr)
 		if err := p.start(); err != nil {

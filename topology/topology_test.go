@@ -336,3 +336,58 @@ func TestLocalCacheChaos(t *testing.T) {
 		t.Errorf("redis node %d survived Close", now)
 	}
 }
+
+// A file's app servers see up's environment as it is: a cache node that the file names
+// through ${STRATA_CACHE_ADDR} and STRATA_CACHE_TOKEN is the operator's, not one of up's.
+func TestStartFromFileKeepsTheEnvironment(t *testing.T) {
+	if strataBin == "" {
+		t.Fatal("the strata binary did not build")
+	}
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	token := "a-token-of-the-operator-0123456789"
+	node := exec.Command(strataBin, "cachenode", "--listen", addr)
+	node.Env = append(os.Environ(), topology.EnvCacheToken+"="+token)
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { node.Process.Kill(); node.Wait() }()
+	t.Setenv(topology.EnvCacheAddr, addr)
+	t.Setenv(topology.EnvCacheToken, token)
+	f := parse(t, `up: {app_servers: 2}
+app:
+  store: {kind: sqlite, path: `+dir+`/one.db}
+  cache: {kind: node, addrs: ["${STRATA_CACHE_ADDR}"], token_env: STRATA_CACHE_TOKEN}
+  collections: {items: {strategy: cache-aside}}
+`)
+	ctx := context.Background()
+	top, err := topology.Start(ctx, topology.Config{DataDir: filepath.Join(dir, "data"), Exe: strataBin, File: f,
+		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer top.Close(ctx)
+	m := top.Map()
+	if m.Cache != addr || m.CacheKind != "node" {
+		t.Fatalf("cache %q (%s), want the operator's node at %s", m.Cache, m.CacheKind, addr)
+	}
+	// A strong write needs its invalidation delivered to the node: it goes through only
+	// when the app servers hold the node's token.
+	req, _ := http.NewRequest("PUT", "http://"+m.LB+"/v1/items/k", strings.NewReader(`{"v":1}`))
+	req.Header.Set("Authorization", "Bearer "+m.DemoKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("PUT through the operator's cache node: %d %s", resp.StatusCode, body)
+	}
+}
