@@ -108,7 +108,7 @@ type Map struct {
 	Admin     string   `json:"admin"`      // the admin API's address (chaos, status)
 	Apps      []string `json:"apps"`       // the app servers' addresses
 	Cache     string   `json:"cache"`      // the cache tier's addresses, separated by spaces
-	CacheKind string   `json:"cache_kind"` // "strata cachenode", "redis cluster, ...", or the File's cache kind
+	CacheKind string   `json:"cache_kind"` // "strata cachenode", "redis cluster: ...", or the File's cache kind
 	Shards    []string `json:"shards"`     // each shard's files or primary address
 	DataDir   string   `json:"data_dir"`
 	Logs      string   `json:"logs"`
