@@ -15,8 +15,9 @@
 //
 // and a denied request gets 429 Too Many Requests with Retry-After (whole
 // seconds, rounded up) and an RFC 9457 application/problem+json body. When
-// the limiter also has a Release(key, n) method (ratelimit.Concurrency), the
-// units are given back when the handler returns.
+// the limiter also has a Release(key, n) method (ratelimit.Concurrency,
+// redislimit.Concurrency), the units are given back when the handler
+// returns.
 //
 // # Compared with the usual approach
 //

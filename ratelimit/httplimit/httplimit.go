@@ -36,7 +36,7 @@ type Config struct {
 }
 
 // Releaser is implemented by limiters whose units are given back when the
-// work is done, such as ratelimit.Concurrency.
+// work is done, such as ratelimit.Concurrency and redislimit.Concurrency.
 type Releaser interface {
 	Release(key string, n int)
 }
