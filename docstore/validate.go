@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/strata-project/strata/shard"
@@ -79,6 +81,47 @@ func CheckBody(body []byte, maxBytes int) error {
 	}
 	if !json.Valid(body) {
 		return fmt.Errorf("%w: body is not valid JSON", ErrInvalid)
+	}
+	if !utf8.Valid(body) {
+		return fmt.Errorf("%w: body is not valid UTF-8", ErrInvalid)
+	}
+	return checkEscapes(body)
+}
+
+// checkEscapes refuses the \u escapes that not every store can hold: U+0000 and unpaired
+// UTF-16 surrogates (PostgreSQL's jsonb refuses both), so that a document is accepted or
+// refused alike whatever the store. body is valid JSON, so a backslash is always an escape
+// inside a string.
+func checkEscapes(body []byte) error {
+	hex4 := func(i int) (rune, bool) {
+		if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(body[i+2:i+6]), 16, 16)
+		return rune(v), err == nil
+	}
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		r, ok := hex4(i)
+		if !ok {
+			i++ // a two-character escape
+			continue
+		}
+		switch {
+		case r == 0:
+			return fmt.Errorf("%w: body holds the escape \\u0000, which is not stored", ErrInvalid)
+		case utf16.IsSurrogate(r) && r < 0xdc00:
+			if lo, ok := hex4(i + 6); ok && lo >= 0xdc00 && lo <= 0xdfff {
+				i += 11
+				continue
+			}
+			return fmt.Errorf("%w: body holds an unpaired UTF-16 surrogate escape", ErrInvalid)
+		case utf16.IsSurrogate(r):
+			return fmt.Errorf("%w: body holds an unpaired UTF-16 surrogate escape", ErrInvalid)
+		}
+		i += 5
 	}
 	return nil
 }

@@ -37,12 +37,15 @@ func TestCheckID(t *testing.T) {
 }
 
 func TestCheckBody(t *testing.T) {
-	for _, b := range []string{`{}`, ` {"a":[1,{"b":null}]} `, "\n{}\n"} {
+	for _, b := range []string{`{}`, ` {"a":[1,{"b":null}]} `, "\n{}\n",
+		`{"s":"\u00e9\ud83d\ude00 \\u0000 \\ud800 \"\u0001"}`, `{"\\":"\\\\"}`, `{"x":"\ufffd"}`} {
 		if err := docstore.CheckBody([]byte(b), 0); err != nil {
 			t.Errorf("%q: %v", b, err)
 		}
 	}
-	for _, b := range []string{``, ` `, `[]`, `null`, `{`, `{}{}`, `{"a":1,}`, `"{}"`} {
+	for _, b := range []string{``, ` `, `[]`, `null`, `{`, `{}{}`, `{"a":1,}`, `"{}"`,
+		`{"nul":"a\u0000b"}`, `{"\u0000":1}`, `{"s":"\ud800"}`, `{"s":"\ud800x"}`, `{"s":"\udc00\ud800"}`,
+		`{"s":"\ud800\u0041"}`, "{\"s\":\"\xff\"}"} {
 		if err := docstore.CheckBody([]byte(b), 0); !errors.Is(err, docstore.ErrInvalid) {
 			t.Errorf("%q: %v, want ErrInvalid", b, err)
 		}

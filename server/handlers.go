@@ -660,7 +660,7 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 // trimPkg drops the "docstore: " style prefix of an error for problem details.
 func trimPkg(err error) string {
 	s := err.Error()
-	if _, rest, ok := strings.Cut(s, ": "); ok && !strings.Contains(s[:len(s)-len(rest)], " ") {
+	if pre, rest, ok := strings.Cut(s, ": "); ok && !strings.Contains(pre, " ") {
 		return rest
 	}
 	return s

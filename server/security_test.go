@@ -246,3 +246,20 @@ func selfSigned(t *testing.T, certFile, keyFile string) *x509.CertPool {
 	pool.AddCert(cert)
 	return pool
 }
+
+// TestInvalidBodyDetails: bodies no store can hold (U+0000, unpaired surrogates) are refused
+// with 400 whatever the store, and the problem detail says why without package prefixes.
+func TestInvalidBodyDetails(t *testing.T) {
+	e := start(t, openSQLite(t), nil)
+	for _, body := range []string{`{"nul":"a\u0000b"}`, `{"s":"\ud800"}`} {
+		r := e.do("PUT", "/v1/docs/bad", writerKey, body)
+		r.problem(t, 400, "invalid-body")
+		d, _ := r.json(t)["detail"].(string)
+		if !strings.HasPrefix(d, "invalid input: body holds") {
+			t.Errorf("%s: detail %q, want it to begin with %q", body, d, "invalid input: body holds")
+		}
+	}
+	if r := e.do("GET", "/v1/docs/bad", writerKey, ""); r.status != 404 {
+		t.Fatalf("a refused body was stored: %d %s", r.status, r.body)
+	}
+}

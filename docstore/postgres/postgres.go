@@ -241,12 +241,26 @@ func fail(parent context.Context, op string, err error) error {
 		case "08", "53", "57", "40", "58":
 			return fmt.Errorf("%w: postgres: %s: %w", docstore.ErrUnavailable, op, err)
 		case "22":
-			return fmt.Errorf("%w: postgres: %s: %w", docstore.ErrInvalid, op, err)
+			return &refusedError{op: op, code: pe.Code, err: err}
 		}
 		return fmt.Errorf("postgres: %s: %w", op, err)
 	}
 	return fmt.Errorf("%w: postgres: %s: %w", docstore.ErrUnavailable, op, err)
 }
+
+// refusedError is a data exception: PostgreSQL refused a value. Its text names the
+// operation and the SQLSTATE only, so that it can reach a client without the server's
+// message (which may quote the input); errors.As finds the *pgconn.PgError for logs.
+type refusedError struct {
+	op, code string
+	err      error
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("%v: postgres: %s: the database refused a value (SQLSTATE %s)", docstore.ErrInvalid, e.op, e.code)
+}
+
+func (e *refusedError) Unwrap() []error { return []error{docstore.ErrInvalid, e.err} }
 
 func (s *Store) now() time.Time { return docstore.Timestamp(s.cfg.Now()) }
 

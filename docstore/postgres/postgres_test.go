@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/strata-project/strata/docstore"
 	"github.com/strata-project/strata/docstore/docstoretest"
@@ -170,5 +172,21 @@ func TestDeadPrimaryIsUnavailableFast(t *testing.T) {
 	d, err := s.Get(ctx, "c", "a")
 	if err != nil || d.Version != 1 {
 		t.Fatalf("after restart: %+v, %v", d, err)
+	}
+}
+
+// TestRefusedValueKeepsServerTextOut: a value PostgreSQL refuses (a number beyond numeric's
+// range, valid JSON nonetheless) is ErrInvalid whose text names the SQLSTATE but not the
+// server's message; the PgError stays reachable for logs.
+func TestRefusedValueKeepsServerTextOut(t *testing.T) {
+	c, db := testenv.SharedPostgres(t)
+	s := open(t, postgres.Config{DSN: c.Primary.DSN(db)})
+	_, err := s.Put(context.Background(), "c", "big", []byte(`{"n":1e1000000}`))
+	if !errors.Is(err, docstore.ErrInvalid) {
+		t.Fatalf("Put of an out-of-range number: %v, want ErrInvalid", err)
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), pe.Code) || strings.Contains(err.Error(), pe.Message) {
+		t.Fatalf("error %q: want the SQLSTATE without the server's message (%v)", err, pe)
 	}
 }
