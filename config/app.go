@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 )
 
 // App is the app: section, read by `strata app`.
@@ -58,6 +59,12 @@ type AppTimeouts struct {
 	Write      Duration `yaml:"write"`       // default 30s; keep above Request
 	Idle       Duration `yaml:"idle"`        // default 120s
 	Request    Duration `yaml:"request"`     // default 10s: the work of one request
+	// IdempotencyLease is how long a claimed Idempotency-Key belongs to its first request
+	// before a retry may run it again (the first app server presumed dead). Default twice
+	// request, at least 5s; it must be above request.
+	IdempotencyLease Duration `yaml:"idempotency_lease"`
+	// IdempotencyTTL is how long a stored answer replays to retries. Default 24h.
+	IdempotencyTTL Duration `yaml:"idempotency_ttl"`
 	Shutdown   Duration `yaml:"shutdown"`    // default 30s: draining on SIGTERM
 }
 
@@ -207,6 +214,18 @@ func (c *App) validate(at lineFunc) error {
 	}
 	if c.MaxBodyBytes < 0 || c.MaxHeaderBytes < 0 {
 		return errAt(at("app"), "app", "max_body_bytes and max_header_bytes must not be negative")
+	}
+	t := c.Timeouts
+	if t.IdempotencyLease < 0 || t.IdempotencyTTL < 0 {
+		return errAt(at("app", "timeouts"), "app.timeouts", "idempotency_lease and idempotency_ttl must not be negative")
+	}
+	req := t.Request
+	if req == 0 {
+		req = Duration(10 * time.Second)
+	}
+	if t.IdempotencyLease != 0 && t.IdempotencyLease <= req {
+		return errAt(at("app", "timeouts", "idempotency_lease"), "app.timeouts.idempotency_lease",
+			"%v must be above the request timeout (%v): a retry could run a request again while it still runs", t.IdempotencyLease.D(), req.D())
 	}
 	if err := c.validateStore(at); err != nil {
 		return err

@@ -166,3 +166,17 @@ func TestHedgeErrors(t *testing.T) {
 		t.Fatalf("delay above a configured per-try timeout: %v", err)
 	}
 }
+
+func TestIdempotencyLeaseAboveRequestTimeout(t *testing.T) {
+	base := "app:\n  store: {kind: sqlite, path: x.db}\n  collections: {docs: {}}\n  timeouts:\n"
+	if _, err := Parse([]byte(base + "    idempotency_lease: 10s\n")); err == nil || !strings.Contains(err.Error(), "idempotency_lease") {
+		t.Fatalf("lease equal to the default request timeout: %v, want an error naming idempotency_lease", err)
+	}
+	f, err := Parse([]byte(base + "    request: 2s\n    idempotency_lease: 5s\n    idempotency_ttl: 1h\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.App.Timeouts.IdempotencyLease.D() != 5*time.Second || f.App.Timeouts.IdempotencyTTL.D() != time.Hour {
+		t.Fatalf("parsed %+v", f.App.Timeouts)
+	}
+}

@@ -270,3 +270,39 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request, cur docstore.Do
 	}
 	return true
 }
+
+// PurgeIdempotency deletes the idempotency records that no retry can use any more: answers
+// older than IdempotencyTTL and claims older than IdempotencyLease. Each deletion is
+// conditional on the version read, so a record rewritten meanwhile (a new claim) stays. It
+// returns how many records it deleted. Start runs it every IdempotencyPurge.
+func (s *Server) PurgeIdempotency(ctx context.Context) (int, error) {
+	n, cursor := 0, ""
+	for {
+		p, err := s.idem.List(ctx, IdempotencyCollection, cursor, docstore.MaxLimit)
+		if err != nil {
+			return n, err
+		}
+		now := s.now()
+		for _, d := range p.Docs {
+			var rec idemRecord
+			if json.Unmarshal(d.Body, &rec) != nil {
+				rec = idemRecord{} // unreadable: expired
+			}
+			age := now.Sub(time.UnixMilli(rec.At))
+			keep := rec.State == "pending" && age <= s.cfg.IdempotencyLease ||
+				(rec.State == "done" || rec.State == "unconfirmed") && age <= s.cfg.IdempotencyTTL
+			if keep {
+				continue
+			}
+			if _, err := s.idem.DeleteIfVersion(ctx, IdempotencyCollection, d.ID, d.Version); err == nil {
+				n++
+			} else if !errors.Is(err, docstore.ErrVersionConflict) && !errors.Is(err, docstore.ErrNotFound) {
+				return n, err
+			}
+		}
+		if p.Next == "" {
+			return n, nil
+		}
+		cursor = p.Next
+	}
+}

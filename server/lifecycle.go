@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -76,7 +77,42 @@ func (s *Server) Start(l Listen) (err error) {
 			return err
 		}
 	}
+	s.startPurge()
 	return nil
+}
+
+// startPurge starts the loop that deletes expired idempotency records, once.
+func (s *Server) startPurge() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.IdempotencyPurge < 0 || s.purgeStop != nil {
+		return
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	s.purgeStop, s.purgeDone = stop, done
+	base, stopped := context.WithCancel(context.Background())
+	go func() { <-stop; stopped() }()
+	go func() {
+		defer close(done)
+		// A random first delay, so that app servers started together purge apart.
+		t := time.NewTimer(time.Duration(rand.Int64N(int64(s.cfg.IdempotencyPurge))) + time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(base, s.cfg.IdempotencyPurge/2+time.Second)
+			if n, err := s.PurgeIdempotency(ctx); err != nil {
+				s.log.Warn("idempotency: purge", "deleted", n, "err", err)
+			} else if n > 0 {
+				s.log.Info("idempotency: purged expired records", "deleted", n)
+			}
+			cancel()
+			t.Reset(s.cfg.IdempotencyPurge)
+		}
+	}()
 }
 
 func (s *Server) listen(l Listen, addr string, h http.Handler, tlsCfg *tls.Config) error {
@@ -135,6 +171,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	errs = append(errs, s.Flush(ctx))
+	s.mu.Lock()
+	stop, done := s.purgeStop, s.purgeDone
+	s.purgeStop = nil
+	s.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
 	return errors.Join(errs...)
 }
 

@@ -106,9 +106,13 @@ type Config struct {
 	// Default 24h.
 	IdempotencyTTL time.Duration
 	// IdempotencyLease is how long a request that claimed an Idempotency-Key may run before
-	// a retry may take the key over (the first is presumed dead). Default 1 minute; keep it
-	// above RequestTimeout.
+	// a retry may take the key over (the first is presumed dead: its app server was killed
+	// before it could store its answer). Default twice RequestTimeout, at least 5 s; it must
+	// be above RequestTimeout, or a slow request's key could be taken over while it runs.
 	IdempotencyLease time.Duration
+	// IdempotencyPurge is the interval at which Start's purge loop deletes expired
+	// idempotency records (PurgeIdempotency). Default 1 hour; negative disables the loop.
+	IdempotencyPurge time.Duration
 	// TrustedProxies are the load balancers whose X-Forwarded-For is believed, for client
 	// addresses (rate limits of anonymous requests). Default none.
 	TrustedProxies []netip.Prefix
@@ -156,8 +160,10 @@ type Server struct {
 	api         http.Handler
 	admin       http.Handler
 
-	mu        sync.Mutex // protects listeners, done
+	mu        sync.Mutex // protects listeners, purgeStop, purgeDone
 	listeners []*listener
+	purgeStop chan struct{} // closed by Shutdown to stop the purge loop
+	purgeDone chan struct{} // closed when the purge loop has returned
 }
 
 // New validates cfg and returns a Server.
@@ -173,7 +179,11 @@ func New(cfg Config) (*Server, error) {
 	cfg.RequestTimeout = cmpOr(cfg.RequestTimeout, 10*time.Second)
 	cfg.RetryAfter = cmpOr(cfg.RetryAfter, time.Second)
 	cfg.IdempotencyTTL = cmpOr(cfg.IdempotencyTTL, 24*time.Hour)
-	cfg.IdempotencyLease = cmpOr(cfg.IdempotencyLease, time.Minute)
+	cfg.IdempotencyLease = cmpOr(cfg.IdempotencyLease, max(2*cfg.RequestTimeout, 5*time.Second))
+	if cfg.IdempotencyLease <= cfg.RequestTimeout {
+		return nil, fmt.Errorf("%w: IdempotencyLease %v must be above RequestTimeout %v", ErrConfig, cfg.IdempotencyLease, cfg.RequestTimeout)
+	}
+	cfg.IdempotencyPurge = cmpOr(cfg.IdempotencyPurge, time.Hour)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

@@ -84,3 +84,47 @@ func TestUnconfirmedWriteConfirmedByRetry(t *testing.T) {
 		t.Fatalf("a stale set of version 2 after the confirmation: %v %v, want refused", r, err)
 	}
 }
+
+// TestPurgeIdempotency: records past their TTL (answers) or lease (claims) are deleted; the
+// others stay, and a key whose record was purged runs its request again.
+func TestPurgeIdempotency(t *testing.T) {
+	store := openSQLite(t)
+	var now atomic.Int64
+	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	e := start(t, store, func(c *server.Config, _ *server.Listen) {
+		c.Now = func() time.Time { return time.Unix(0, now.Load()) }
+		c.IdempotencyTTL = time.Hour
+		c.IdempotencyPurge = -1
+	})
+	expect(t, e.do("PUT", "/v1/docs/a", writerKey, `{"n":1}`, "Idempotency-Key", "old"), 201, "", `"1"`)
+	now.Add(int64(2 * time.Hour))
+	expect(t, e.do("PUT", "/v1/docs/b", writerKey, `{"n":1}`, "Idempotency-Key", "new"), 201, "", `"1"`)
+	// A claim left by a request that never finished (its server died), past its lease.
+	if _, err := store.Put(context.Background(), server.IdempotencyCollection, "dead-claim",
+		[]byte(`{"state":"pending","fp":"x","at":0}`)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := e.srv.PurgeIdempotency(context.Background())
+	if err != nil || n != 2 {
+		t.Fatalf("PurgeIdempotency = %d, %v; want 2 (the old answer and the dead claim)", n, err)
+	}
+	if r := e.do("PUT", "/v1/docs/b", writerKey, `{"n":1}`, "Idempotency-Key", "new"); r.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("the fresh record was purged: %d %v", r.status, r.header)
+	}
+	if r := e.do("PUT", "/v1/docs/a", writerKey, `{"n":1}`, "Idempotency-Key", "old"); r.status != 200 || r.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("retry of a purged key: %d %v, want the request run again (200, version 2)", r.status, r.header)
+	}
+	if n, err := e.srv.PurgeIdempotency(context.Background()); err != nil || n != 0 {
+		t.Fatalf("second purge = %d, %v; want 0", n, err)
+	}
+}
+
+// TestIdempotencyLeaseMustExceedRequestTimeout: a lease no longer than the request timeout
+// would let a retry take over a key while its first request still runs.
+func TestIdempotencyLeaseMustExceedRequestTimeout(t *testing.T) {
+	_, err := server.New(server.Config{Store: openSQLite(t), Collections: map[string]server.Collection{"docs": {}},
+		RequestTimeout: 10 * time.Second, IdempotencyLease: 10 * time.Second})
+	if !errors.Is(err, server.ErrConfig) {
+		t.Fatalf("New with lease = request timeout: %v, want ErrConfig", err)
+	}
+}

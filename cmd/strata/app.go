@@ -105,18 +105,20 @@ func runApp(ctx context.Context, path string, log *slog.Logger, started func(*se
 	}
 	var srv *server.Server
 	srv, err = server.New(server.Config{
-		Store:          guarded,
-		Collections:    cols,
-		Keys:           keys,
-		Anonymous:      anon,
-		Signer:         signer,
-		MaxBodyBytes:   int64(a.MaxBodyBytes),
-		RequestTimeout: a.Timeouts.Request.D(),
-		TrustedProxies: proxies,
-		Breakers:       breakers,
-		Replicas:       store.Replicas,
-		StoreCheck:     store.Ready,
-		Logger:         log,
+		Store:            guarded,
+		Collections:      cols,
+		Keys:             keys,
+		Anonymous:        anon,
+		Signer:           signer,
+		MaxBodyBytes:     int64(a.MaxBodyBytes),
+		RequestTimeout:   a.Timeouts.Request.D(),
+		IdempotencyLease: a.Timeouts.IdempotencyLease.D(),
+		IdempotencyTTL:   a.Timeouts.IdempotencyTTL.D(),
+		TrustedProxies:   proxies,
+		Breakers:         breakers,
+		Replicas:         store.Replicas,
+		StoreCheck:       store.Ready,
+		Logger:           log,
 		Reload: func(context.Context) error {
 			f, err := config.Load(path)
 			if err != nil {
