@@ -65,7 +65,7 @@ type AppTimeouts struct {
 	IdempotencyLease Duration `yaml:"idempotency_lease"`
 	// IdempotencyTTL is how long a stored answer replays to retries. Default 24h.
 	IdempotencyTTL Duration `yaml:"idempotency_ttl"`
-	Shutdown   Duration `yaml:"shutdown"`    // default 30s: draining on SIGTERM
+	Shutdown       Duration `yaml:"shutdown"` // default 30s: draining on SIGTERM
 }
 
 // AppStore is the document store: one SQLite file, SQLite shards, or PostgreSQL shards.
