@@ -59,13 +59,13 @@ type AppTimeouts struct {
 	Write      Duration `yaml:"write"`       // default 30s; keep above Request
 	Idle       Duration `yaml:"idle"`        // default 120s
 	Request    Duration `yaml:"request"`     // default 10s: the work of one request
+	Shutdown   Duration `yaml:"shutdown"`    // default 30s: draining on SIGTERM
 	// IdempotencyLease is how long a claimed Idempotency-Key belongs to its first request
 	// before a retry may run it again (the first app server presumed dead). Default twice
 	// request, at least 5s; it must be above request.
 	IdempotencyLease Duration `yaml:"idempotency_lease"`
 	// IdempotencyTTL is how long a stored answer replays to retries. Default 24h.
 	IdempotencyTTL Duration `yaml:"idempotency_ttl"`
-	Shutdown       Duration `yaml:"shutdown"` // default 30s: draining on SIGTERM
 }
 
 // AppStore is the document store: one SQLite file, SQLite shards, or PostgreSQL shards.
