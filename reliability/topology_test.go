@@ -114,7 +114,7 @@ func startTopo(t *testing.T, spec topoSpec) *topo {
 		a := &appProc{n: i, addr: freeAddr(t), admin: freeAddr(t)}
 		app := map[string]any{
 			"listen": a.addr, "admin_listen": a.admin, "admin_open": true,
-			"timeouts":    map[string]any{"request": "3s", "shutdown": "2s", "read_header": "2s"},
+			"timeouts":    map[string]any{"request": "3s", "shutdown": "2s", "read_header": "2s", "idempotency_lease": "4s"},
 			"store":       map[string]any{"kind": "postgres", "shards": shards},
 			"collections": spec.collections,
 			"keys": []map[string]any{
