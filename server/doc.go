@@ -68,10 +68,23 @@
 // the cache core's durable pending queue. Write-behind is refused for strong and session
 // consistency (a pending write is visible only in the app server that took it).
 //
-// Known window: a cache server that restarts (losing its tombstones) while a fill's load is
-// running could take that fill's old value after the restart. The cache core refuses such a
-// set when any of its calls failed since the fill began, which a restart under load causes;
-// a restart that no call of this app server saw fail is not detected.
+// A keyed write that reached the store but whose invalidation the cache did not take
+// answers 503 and is never applied again: its retry (same Idempotency-Key) republishes the
+// invalidation and, once the cache takes it, replays the answer the write would have had.
+//
+// What keeps strong reads linearizable across app servers that share a cache: every value a
+// reader returns from the store has first been put in the cache (set if newer) or, when it
+// may not be (the store failed during the read), fenced there (a tombstone at its version),
+// so no older fill can be served after it; a key with a queued invalidation applies it
+// before it is read through the cache; a write's invalidation is attempted even when its
+// breaker would spare the call. Known windows, both needing the cache tier to fail in a
+// particular way: a cache server that restarts (losing its tombstones) while a fill's load
+// is running could take that fill's old value afterwards (the cache core refuses such a set
+// when any of its calls failed since the fill began, which a restart under load causes); and
+// while one app server's breaker is still open after the cache's return, its reads (which
+// skip the cache) can see a write that is not yet acknowledged while another server serves
+// the older value for the few milliseconds until that write's invalidation lands. Neither
+// returns a version older than an acknowledged write.
 //
 // # Compared with the seed
 //
