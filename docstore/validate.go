@@ -146,9 +146,33 @@ func CheckBatch(collection string, ids []string) error {
 // (shard.JumpHash) of the placement hash (shard.HashString) of collection + "/" + id.
 // Collection names contain no "/", so distinct keys never collide before hashing.
 func PartitionOf(collection, id string, partitions int) int {
+	if h, ok := companionHash(id); ok {
+		return shard.JumpHash(h, partitions)
+	}
+	return shard.JumpHash(routingHash(collection, id), partitions)
+}
+
+func routingHash(collection, id string) uint64 {
 	var buf [MaxCollectionBytes + 1 + MaxIDBytes]byte
-	k := append(append(append(buf[:0], collection...), '/'), id...)
-	return shard.JumpHash(shard.Hash(k), partitions)
+	return shard.Hash(append(append(append(buf[:0], collection...), '/'), id...))
+}
+
+// CompanionID returns the id of a companion of the document (collection, id): a document,
+// in a collection of its own, that every store places on the same partition as that
+// document, so that it is reachable exactly when the document is (an idempotency record
+// beside the document it guards, for one). name (at most MaxIDBytes-18 bytes) tells a
+// document's companions apart. The id has the form "~" + 16 hex digits + "~" + name; any id
+// of that form is placed by its digits, whoever wrote it.
+func CompanionID(collection, id, name string) string {
+	return fmt.Sprintf("~%016x~%s", routingHash(collection, id), name)
+}
+
+func companionHash(id string) (uint64, bool) {
+	if len(id) < 18 || id[0] != '~' || id[17] != '~' {
+		return 0, false
+	}
+	h, err := strconv.ParseUint(id[1:17], 16, 64)
+	return h, err == nil
 }
 
 // RoutingKey returns the key the sharded store places a document by: collection + "/" + id.

@@ -2,6 +2,7 @@ package docstore_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode"
@@ -137,4 +138,22 @@ func FuzzDecodeCursor(f *testing.F) {
 			t.Fatalf("DecodeCursor(%q) = %q, which encodes to %q", cursor, id, again)
 		}
 	})
+}
+
+func TestCompanionIDPlacedWithItsDocument(t *testing.T) {
+	for _, parts := range []int{1, 7, 64, 1024} {
+		for i := range 200 {
+			id := fmt.Sprintf("doc-%d", i)
+			c := docstore.CompanionID("orders", id, "idem-abc")
+			if err := docstore.CheckID(c); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := docstore.PartitionOf("strata-idempotency", c, parts), docstore.PartitionOf("orders", id, parts); got != want {
+				t.Fatalf("%d partitions: companion of %s on partition %d, the document on %d", parts, id, got, want)
+			}
+		}
+	}
+	if docstore.CompanionID("a", "x", "n") == docstore.CompanionID("b", "x", "n") {
+		t.Fatal("companions of documents of different collections share an id")
+	}
 }

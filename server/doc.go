@@ -17,9 +17,12 @@
 //
 // A write with an Idempotency-Key applies once. The key is claimed with a conditional create
 // of a record in the reserved collection IdempotencyCollection of the same store, keyed by
-// the principal and the key: the record is as durable as the documents and shared by every
-// app server, and of two concurrent requests with the same key exactly one wins the claim
-// (the other gets 409). The response is stored in the record and replayed to retries.
+// the principal, the key and the document (a docstore.CompanionID, so the record lives on the
+// document's shard): the record is as durable as the documents and shared by every app
+// server, and of two concurrent requests with the same key exactly one wins the claim (the
+// other gets 409). The response is stored in the record and replayed to retries. Claims of a
+// request that never finished expire after IdempotencyLease; records are purged after
+// IdempotencyTTL.
 //
 // # Security
 //

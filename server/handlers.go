@@ -185,7 +185,7 @@ func (s *Server) writeHandler(fn writeFunc) docFunc {
 			writeProblem(w, r, http.StatusBadRequest, ProblemInvalidHeader, "Idempotency-Key must be one value of 1 to 255 printable ASCII characters", 0)
 			return
 		}
-		s.idempotent(w, r, PrincipalFrom(r.Context()), key[0], body, func(w http.ResponseWriter, r *http.Request) {
+		s.idempotent(w, r, PrincipalFrom(r.Context()), key[0], col.name, id, body, func(w http.ResponseWriter, r *http.Request) {
 			fn(w, r, col, id, body)
 		})
 	}

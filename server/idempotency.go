@@ -152,9 +152,12 @@ func cmpStatus(s int) int {
 // 5xx (nothing done, or an outcome the server cannot know) releases the key so that a retry
 // runs again: PUT and merge patch bodies converge, and a DELETE retried after a lost response
 // answers 404.
-func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *Principal, key string, body []byte, run func(w http.ResponseWriter, r *http.Request)) {
+//
+// The record is a companion of the document written (docstore.CompanionID): it lives on the
+// document's shard, so a keyed write depends on no shard but its document's.
+func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *Principal, key, coll, docID string, body []byte, run func(w http.ResponseWriter, r *http.Request)) {
 	ctx := r.Context()
-	id := idemID(p.ID, key)
+	id := docstore.CompanionID(coll, docID, idemID(p.ID, key))
 	fp := fingerprint(r, body)
 	now := s.now()
 	claim, _ := json.Marshal(idemRecord{State: "pending", FP: fp, At: now.UnixMilli()})
