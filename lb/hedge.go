@@ -287,7 +287,7 @@ func (cc *clientConn) hedge(b1 *Backend, bc1 *bconn, start1 int64, mayRetry bool
 			return cc.tryFailed(b1, bc1, start1, err, mayRetry, true)
 		}
 		h.observe(monoNow(), monoNow()-start1)
-		return cc.respond(b1, bc1, start1, mayRetry)
+		return cc.respond(b1, bc1, start1, mayRetry, sentFull)
 	}
 	p.tried[p.ntried] = b2
 	p.ntried++
@@ -406,5 +406,5 @@ func (cc *clientConn) hedge(b1 *Backend, bc1 *bconn, start1 int64, mayRetry bool
 	}
 	h.observe(win.doneAt, win.doneAt-start1)
 	cc.resp, win.resp = win.resp, cc.resp
-	return cc.respond(win.b, win.bc, win.start, mayRetry)
+	return cc.respond(win.b, win.bc, win.start, mayRetry, sentFull)
 }

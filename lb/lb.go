@@ -209,6 +209,13 @@ type Config struct {
 	// ClientIdleTimeout closes client connections that send no request for
 	// this long; it also bounds reading a request head. Default 75s.
 	ClientIdleTimeout time.Duration
+	// ClientWriteTimeout gives up on a client that stops reading: when a
+	// write of a response to the client (at most 64 KiB at a time) makes no
+	// progress for this long, the exchange is aborted, the client
+	// connection is closed, and so is the backend connection of a response
+	// not relayed in full (it is not returned to the pool). Default 30s, or
+	// ClientIdleTimeout if that is less.
+	ClientWriteTimeout time.Duration
 	// MaxHeaderBytes is the largest request or response head. Default 16 KiB.
 	MaxHeaderBytes int
 	// Logger receives operational messages. Default slog.Default().
@@ -235,6 +242,7 @@ type options struct {
 	idleTimeout    time.Duration
 	connectTimeout time.Duration
 	clientIdle     time.Duration
+	clientWrite    time.Duration
 	maxHeader      int
 	rateHeader     string
 }
@@ -259,6 +267,7 @@ func (c *Config) options() (options, error) {
 		maxHeader:      cmpOr(c.MaxHeaderBytes, 16<<10),
 		rateHeader:     c.RateLimit.Header,
 	}
+	o.clientWrite = cmpOr(c.ClientWriteTimeout, min(30*time.Second, o.clientIdle))
 	o.loadFactor = cmpOr(c.Hash.LoadFactor, 1.25)
 	o.hash.Source = cmpOr(o.hash.Source, HashClientIP)
 	h := &o.health
@@ -284,7 +293,7 @@ func (c *Config) options() (options, error) {
 		return bad("hash source %q needs a name", o.hash.Source)
 	case o.attempts < 1 || o.attempts > 8:
 		return bad("retry attempts %d outside 1..8", o.attempts)
-	case o.decay < 0, o.perTry < 0, o.idleTimeout < 0, o.connectTimeout < 0, o.clientIdle < 0,
+	case o.decay < 0, o.perTry < 0, o.idleTimeout < 0, o.connectTimeout < 0, o.clientIdle < 0, o.clientWrite < 0,
 		h.Interval < 0, h.Timeout < 0, ol.BaseEjection < 0, ol.MaxEjection < 0:
 		return bad("negative duration")
 	case o.maxConns < 0, o.maxPending < 0, o.maxIdle < 0, o.maxBody < 0, o.maxHeader < 1024:
