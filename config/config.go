@@ -354,6 +354,10 @@ func (f *File) Validate() error {
 			return err
 		}
 	}
+	if f.Up != nil {
+		// The up: section is read with the others: check what ties them together too.
+		return f.CheckUp()
+	}
 	return nil
 }
 
