@@ -18,6 +18,13 @@
 //     database ends with every key at its newest acknowledged value; its version may advance
 //     once more than the number of writes. Versions never go backwards. Write-behind owns
 //     its keys: a direct writer of the same key races with the flusher (last apply wins).
+//   - Several app servers, one database: each write carries a stamp (Record.Stamp, its
+//     wall-clock time, strictly increasing within a WriteBehind), and Target.Apply ignores
+//     a write older than the newest stamp applied to its key (docsource keeps that stamp in
+//     a companion record beside the document). So the write made last wins, whichever app
+//     server's flusher applies last: a client's two writes of a key sent through two app
+//     servers land in the order it made them, as long as the servers' clocks disagree by
+//     less than the time between its two writes.
 //   - Back-pressure: at most Config.MaxPending writes wait to be applied; a writer beyond
 //     that waits up to Config.WaitTimeout and then gets ErrFull, never a silent drop.
 //   - Read-your-writes: Get returns the newest pending write of a key until it is applied;

@@ -210,9 +210,15 @@ func appendRecord(b []byte, r Record) []byte {
 	b = binary.BigEndian.AppendUint64(b, r.Offset)
 	flag := byte(0)
 	if r.Deleted {
-		flag = 1
+		flag |= flagDeleted
+	}
+	if r.Stamp != 0 {
+		flag |= flagStamped
 	}
 	b = append(b, flag)
+	if r.Stamp != 0 {
+		b = binary.BigEndian.AppendUint64(b, uint64(r.Stamp))
+	}
 	b = binary.AppendUvarint(b, uint64(len(r.Key)))
 	b = append(b, r.Key...)
 	b = append(b, r.Value...)
@@ -248,16 +254,31 @@ func decodeRecords(data []byte) (recs []Record, good int) {
 	return recs, good
 }
 
+// The flag byte of a record: a delete, and a stamp (8 bytes, big-endian) after the flag.
+// Records written before stamps existed have neither bit 1 set.
+const (
+	flagDeleted = 1 << 0
+	flagStamped = 1 << 1
+)
+
 func decodePayload(p []byte) (Record, bool) {
-	if len(p) < 9 || p[8] > 1 {
+	if len(p) < 9 || p[8]&^(flagDeleted|flagStamped) != 0 {
 		return Record{}, false
 	}
-	r := Record{Offset: binary.BigEndian.Uint64(p), Deleted: p[8] == 1}
-	klen, k := binary.Uvarint(p[9:])
-	if k <= 0 || klen > uint64(len(p)-9-k) {
+	r := Record{Offset: binary.BigEndian.Uint64(p), Deleted: p[8]&flagDeleted != 0}
+	head := 9
+	if p[8]&flagStamped != 0 {
+		if len(p) < 17 {
+			return Record{}, false
+		}
+		r.Stamp = int64(binary.BigEndian.Uint64(p[9:]))
+		head = 17
+	}
+	klen, k := binary.Uvarint(p[head:])
+	if k <= 0 || klen > uint64(len(p)-head-k) {
 		return Record{}, false
 	}
-	p = p[9+k:]
+	p = p[head+k:]
 	r.Key = string(p[:klen])
 	if !r.Deleted {
 		r.Value = append([]byte{}, p[klen:]...)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/strata-project/strata/cache"
@@ -31,6 +32,11 @@ type Record struct {
 	Value []byte
 	// Deleted marks a delete.
 	Deleted bool
+	// Stamp orders writes of Key made through different WriteBehinds (app servers) sharing
+	// a target: the wall-clock time of the write in Unix nanoseconds, strictly increasing
+	// within one WriteBehind. Assigned by Write and Delete; 0 in records queued before stamps
+	// existed.
+	Stamp int64
 }
 
 // Queue is the durable queue behind write-behind. Log (a local append-only log) is the
@@ -55,7 +61,12 @@ type Target interface {
 	// Apply writes value under key (or deletes key when deleted is set) on top of whatever
 	// is there, and returns the version written. It may be called again for a write it
 	// already applied (after a crash): applying the same newest value again is harmless.
-	Apply(ctx context.Context, key string, value []byte, deleted bool) (version int64, err error)
+	//
+	// stamp is the write's Record.Stamp. A target shared by several WriteBehinds keeps the
+	// newest stamp applied to each key and ignores a write with an older one (returning
+	// version 0), so that the last write made wins whichever app server's flusher comes
+	// last; stamp 0 is applied unconditionally.
+	Apply(ctx context.Context, key string, value []byte, deleted bool, stamp int64) (version int64, err error)
 }
 
 // Config configures a WriteBehind. Queue and Target are required.
@@ -99,6 +110,8 @@ type WriteBehind struct {
 	overlay map[string]Record // newest pending write of each key
 	drained chan struct{}     // closed and replaced whenever pending empties
 	kick    chan struct{}     // wakes the flusher
+
+	lastStamp atomic.Int64 // the newest Record.Stamp given
 
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -176,12 +189,25 @@ func (w *WriteBehind) Write(ctx context.Context, key string, value []byte) error
 	if value == nil {
 		value = []byte{}
 	}
-	return w.enqueue(ctx, Record{Key: key, Value: value})
+	return w.enqueue(ctx, Record{Key: key, Value: value, Stamp: w.stamp()})
 }
 
 // Delete queues a delete of key, like Write.
 func (w *WriteBehind) Delete(ctx context.Context, key string) error {
-	return w.enqueue(ctx, Record{Key: key, Deleted: true})
+	return w.enqueue(ctx, Record{Key: key, Deleted: true, Stamp: w.stamp()})
+}
+
+// stamp returns the wall-clock time in Unix nanoseconds, made strictly greater than every
+// stamp this WriteBehind gave before (a clock stepping back does not reorder its writes).
+func (w *WriteBehind) stamp() int64 {
+	now := time.Now().UnixNano()
+	for {
+		last := w.lastStamp.Load()
+		next := max(now, last+1)
+		if w.lastStamp.CompareAndSwap(last, next) {
+			return next
+		}
+	}
 }
 
 func (w *WriteBehind) enqueue(ctx context.Context, r Record) error {
@@ -395,7 +421,7 @@ func (w *WriteBehind) apply(batch []queued) error {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.ApplyTimeout)
-		v, err := w.cfg.Target.Apply(ctx, q.Key, q.Value, q.Deleted)
+		v, err := w.cfg.Target.Apply(ctx, q.Key, q.Value, q.Deleted, q.Stamp)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("apply %q: %w", q.Key, err)

@@ -40,7 +40,7 @@ func newTarget() *fakeTarget {
 	return &fakeTarget{rows: map[string]string{}, version: map[string]int64{}}
 }
 
-func (f *fakeTarget) Apply(ctx context.Context, key string, value []byte, deleted bool) (int64, error) {
+func (f *fakeTarget) Apply(ctx context.Context, key string, value []byte, deleted bool, _ int64) (int64, error) {
 	f.mu.Lock()
 	gate := f.gate
 	f.mu.Unlock()

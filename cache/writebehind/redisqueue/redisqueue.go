@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 
 	"github.com/redis/rueidis"
@@ -77,7 +78,8 @@ func (q *Queue) Append(ctx context.Context, recs []writebehind.Record) error {
 			del = "1"
 		}
 		cmds[i] = c.B().Xadd().Key(q.cfg.Stream).Id("*").FieldValue().
-			FieldValue("k", r.Key).FieldValue("v", string(r.Value)).FieldValue("d", del).Build()
+			FieldValue("k", r.Key).FieldValue("v", string(r.Value)).FieldValue("d", del).
+			FieldValue("s", strconv.FormatInt(r.Stamp, 10)).Build()
 	}
 	res := c.DoMulti(ctx, cmds...)
 	ids := make([]string, len(recs))
@@ -156,6 +158,7 @@ func (q *Queue) Replay(ctx context.Context) ([]writebehind.Record, error) {
 					continue // deleted while pending
 				}
 				r := writebehind.Record{Offset: q.next, Key: e.FieldValues["k"], Deleted: e.FieldValues["d"] == "1"}
+				r.Stamp, _ = strconv.ParseInt(e.FieldValues["s"], 10, 64) // absent in older entries: 0
 				if !r.Deleted {
 					r.Value = []byte(e.FieldValues["v"])
 				}

@@ -30,7 +30,7 @@ type memTarget struct {
 	rows map[string]string
 }
 
-func (m *memTarget) Apply(_ context.Context, key string, value []byte, deleted bool) (int64, error) {
+func (m *memTarget) Apply(_ context.Context, key string, value []byte, deleted bool, _ int64) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if deleted {
@@ -48,7 +48,7 @@ func TestReplayUnacknowledged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs := []writebehind.Record{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte{0, 255}}, {Key: "c", Deleted: true}}
+	recs := []writebehind.Record{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte{0, 255}, Stamp: 1_764_000_000_000_000_001}, {Key: "c", Deleted: true, Stamp: 7}}
 	if err := q.Append(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,8 @@ func TestReplayUnacknowledged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 || got[0].Key != "b" || string(got[0].Value) != "\x00\xff" || got[1].Key != "c" || !got[1].Deleted {
+	if len(got) != 2 || got[0].Key != "b" || string(got[0].Value) != "\x00\xff" || got[0].Stamp != recs[1].Stamp ||
+		got[1].Key != "c" || !got[1].Deleted || got[1].Stamp != 7 {
 		t.Fatalf("replay = %+v, want b and the delete of c", got)
 	}
 	// Delivered but not acknowledged: a second restart replays them again (at least once).
