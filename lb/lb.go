@@ -211,10 +211,10 @@ type Config struct {
 	ClientIdleTimeout time.Duration
 	// ClientWriteTimeout gives up on a client that stops reading: when a
 	// write of a response to the client (at most 64 KiB at a time) makes no
-	// progress for this long, the exchange is aborted, the client
-	// connection is closed, and so is the backend connection of a response
-	// not relayed in full (it is not returned to the pool). Default 30s, or
-	// ClientIdleTimeout if that is less.
+	// progress for this long (up to a sixteenth more), the exchange is
+	// aborted, the client connection is closed, and so is the backend
+	// connection of a response not relayed in full (it is not returned to
+	// the pool). Default 30s, or ClientIdleTimeout if that is less.
 	ClientWriteTimeout time.Duration
 	// MaxHeaderBytes is the largest request or response head. Default 16 KiB.
 	MaxHeaderBytes int
@@ -267,7 +267,9 @@ func (c *Config) options() (options, error) {
 		maxHeader:      cmpOr(c.MaxHeaderBytes, 16<<10),
 		rateHeader:     c.RateLimit.Header,
 	}
-	o.clientWrite = cmpOr(c.ClientWriteTimeout, min(30*time.Second, o.clientIdle))
+	// Capped at a century, so that deadline arithmetic in monotonic
+	// nanoseconds cannot overflow.
+	o.clientWrite = min(cmpOr(c.ClientWriteTimeout, min(30*time.Second, o.clientIdle)), 100*365*24*time.Hour)
 	o.loadFactor = cmpOr(c.Hash.LoadFactor, 1.25)
 	o.hash.Source = cmpOr(o.hash.Source, HashClientIP)
 	h := &o.health

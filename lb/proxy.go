@@ -31,8 +31,9 @@ type clientConn struct {
 	out       []byte // outgoing head
 	body      []byte // buffered request body for replay
 	pick      Pick
-	hedgeable bool // the request may be hedged: GET or HEAD without a body, hedging on
-	hedgeSent bool // a hedge was sent for the request (one at most)
+	hedgeable bool  // the request may be hedged: GET or HEAD without a body, hedging on
+	hedgeSent bool  // a hedge was sent for the request (one at most)
+	writeBy   int64 // monotonic ns (see monoNow) of the client connection's write deadline
 }
 
 func (l *LB) newClientConn(c net.Conn) *clientConn {
@@ -129,11 +130,19 @@ const (
 type clientWriter struct{ cc *clientConn }
 
 func (w clientWriter) Write(p []byte) (n int, err error) {
-	c, d := w.cc.c, w.cc.lb.opts.clientWrite
+	cc := w.cc
+	d := int64(cc.lb.opts.clientWrite)
 	for len(p) > 0 {
 		k := min(len(p), clientWriteChunk)
-		c.SetWriteDeadline(time.Now().Add(d))
-		m, err := c.Write(p[:k])
+		// Moving the deadline updates a timer: it is moved only when less
+		// than the timeout is left, to the timeout and a sixteenth from now.
+		// A write that makes no progress thus fails after between 1 and
+		// 1.0625 times the timeout, and most writes move nothing.
+		if now := monoNow(); cc.writeBy-now < d {
+			cc.writeBy = now + d + d/16
+			cc.c.SetWriteDeadline(monoBase.Add(time.Duration(cc.writeBy)))
+		}
+		m, err := cc.c.Write(p[:k])
 		n += m
 		if err != nil {
 			return n, err

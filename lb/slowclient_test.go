@@ -3,6 +3,7 @@ package lb
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -150,5 +151,26 @@ func TestClientWriteTimeoutSlowReader(t *testing.T) {
 	}
 	if d < 3*writeTimeout {
 		t.Fatalf("response read in %s: too fast to show anything about a %s write timeout", d, writeTimeout)
+	}
+}
+
+func TestClientWriteTimeoutDefault(t *testing.T) {
+	for _, tc := range []struct {
+		idle, write, want time.Duration
+	}{
+		{0, 0, 30 * time.Second},
+		{3 * time.Second, 0, 3 * time.Second},
+		{3 * time.Second, 10 * time.Second, 10 * time.Second},
+		{0, time.Second, time.Second},
+	} {
+		c := Config{ClientIdleTimeout: tc.idle, ClientWriteTimeout: tc.write}
+		o, err := c.options()
+		if err != nil || o.clientWrite != tc.want {
+			t.Errorf("idle %s, write %s: got %s, %v; want %s", tc.idle, tc.write, o.clientWrite, err, tc.want)
+		}
+	}
+	c := Config{ClientWriteTimeout: -time.Second}
+	if _, err := c.options(); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("negative ClientWriteTimeout: %v, want ErrInvalidConfig", err)
 	}
 }
