@@ -50,7 +50,13 @@
 // sent twice; it goes to another backend only when none of it was sent: the
 // dial failed, or every idle keep-alive connection to its backend was found
 // closed by a non-blocking peek at the socket before the request was
-// written to it (so a backend that just died costs no 502).
+// written to it (so a backend that just died costs no 502). A backend that
+// answers before reading the whole request and closes the connection (a 413
+// to a body too large) has its answer passed on even though writing the
+// rest of the body failed; if the client's body was not read in full, its
+// connection is closed after the answer. A client that stops reading is
+// given up after Config.ClientWriteTimeout: its connection and the backend
+// connection of the unfinished response are closed.
 //
 // # Hedging
 //
