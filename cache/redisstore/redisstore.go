@@ -120,6 +120,11 @@ func New(cfg Config) (*Store, error) {
 		// Detect a hung server (or a hung connection) within a few call timeouts; calls
 		// themselves return at Timeout.
 		ConnWriteTimeout: max(4*s.timeout, time.Second),
+		// Fail fast: a read retried on network errors until the timeout would make every
+		// call to a dead server cost the whole timeout, slowing each request that meets it
+		// and the breaker that should stop the calls. The cache core treats a failed call
+		// as a miss and the breaker decides when to try again.
+		DisableRetry: true,
 	}
 	opt.Dialer.Timeout = max(4*s.timeout, time.Second)
 	switch {

@@ -436,3 +436,25 @@ func TestNewUnreachable(t *testing.T) {
 		t.Fatalf("New(unreachable) = %v, want cache.ErrUnavailable", err)
 	}
 }
+
+// TestKilledRedisFailsFast: with the server gone, a call fails at once (connection refused)
+// instead of retrying until its timeout, so that a request meeting a dead cache is not
+// slowed by it and the breaker opens after a few fast failures.
+func TestKilledRedisFailsFast(t *testing.T) {
+	r := testenv.Redis(t, engines.RedisOptions{})
+	s := openClose(t, redisstore.Config{Addrs: []string{r.Addr()}, Timeout: 3 * time.Second})
+	cachetest.Recovers(t, s)
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		start := time.Now()
+		_, _, err := s.Get(context.Background(), "k")
+		if err == nil {
+			t.Fatalf("call %d: Get succeeded with the server killed", i)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("call %d: Get took %v to fail with the server killed (timeout 3s): want a fast failure", i, d)
+		}
+	}
+}
