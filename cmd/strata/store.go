@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/strata-project/strata/breaker"
 	"github.com/strata-project/strata/config"
@@ -243,11 +244,17 @@ func (g guardedBackend) DeleteIfVersion(ctx context.Context, c, id string, v int
 	return g.w.DeleteIfVersion(ctx, c, id, v)
 }
 
+// shardBreakerOpen is how long a shard's write breaker stays open before a probe: one write
+// every 2 s to a shard that is down costs nothing, and the shard takes writes again within
+// about 2 s of its return (the breaker package's default of 10 s kept a healed shard
+// refusing writes for up to 10 s).
+const shardBreakerOpen = 2 * time.Second
+
 // guardShards wraps every backend in its own write breaker, named "store:NAME" in metrics.
 func guardShards(backends map[string]docstore.Backend) (map[string]*breaker.Breaker, error) {
 	brs := map[string]*breaker.Breaker{}
 	for name, b := range backends {
-		br, err := breaker.New(breaker.Config{Name: "store:" + name, Classify: server.ClassifyStoreError})
+		br, err := breaker.New(breaker.Config{Name: "store:" + name, Classify: server.ClassifyStoreError, OpenDuration: shardBreakerOpen})
 		if err != nil {
 			return nil, err
 		}
