@@ -234,6 +234,9 @@ type Limits struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	// ClientIdleTimeout closes idle client connections. Default 75s.
 	ClientIdleTimeout Duration `yaml:"client_idle_timeout"`
+	// ClientWriteTimeout gives up on a client that reads nothing of its answer for this
+	// long. Default 30s, or ClientIdleTimeout if that is less.
+	ClientWriteTimeout Duration `yaml:"client_write_timeout"`
 	// MaxHeaderBytes is the largest message head. Default 16384.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// ShutdownTimeout bounds a graceful shutdown. Default 30s.

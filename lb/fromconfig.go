@@ -46,6 +46,7 @@ func FromConfig(c *config.LB) (Config, []AdminKey, error) {
 		IdleTimeout:          c.Limits.IdleTimeout.D(),
 		ConnectTimeout:       c.Limits.ConnectTimeout.D(),
 		ClientIdleTimeout:    c.Limits.ClientIdleTimeout.D(),
+		ClientWriteTimeout:   c.Limits.ClientWriteTimeout.D(),
 		MaxHeaderBytes:       c.Limits.MaxHeaderBytes,
 	}
 	for _, b := range c.Backends {

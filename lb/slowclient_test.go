@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/strata-project/strata/config"
 )
 
 // dialSmallRcvBuf connects to the balancer at url with a small receive
@@ -172,5 +174,19 @@ func TestClientWriteTimeoutDefault(t *testing.T) {
 	c := Config{ClientWriteTimeout: -time.Second}
 	if _, err := c.options(); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("negative ClientWriteTimeout: %v, want ErrInvalidConfig", err)
+	}
+}
+
+func TestClientWriteTimeoutFromConfig(t *testing.T) {
+	f, err := config.Parse([]byte("lb:\n  backends:\n    - address: 127.0.0.1:9001\n  limits: {client_write_timeout: 7s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := FromConfig(f.LB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ClientWriteTimeout != 7*time.Second {
+		t.Fatalf("ClientWriteTimeout %v, want 7s from limits.client_write_timeout", cfg.ClientWriteTimeout)
 	}
 }
