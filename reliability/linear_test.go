@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,59 +20,130 @@ import (
 )
 
 // TestLinearizableUnderFaults runs 8 clients on shared keys through the whole topology
-// (strong consistency, cache-aside on a shared Redis) while one app server is killed and the
-// cache is stopped and restarted: porcupine must find no violation.
+// (strong consistency) for every cache strategy over every shared store (a Redis server, a
+// Redis Cluster, Memcached, the Strata cache node) while one app server is killed and the
+// cache is killed and comes back: porcupine must find no violation. The strategies of one
+// store run side by side (one collection each, one history each) under the same faults;
+// strategy none, which does not use the cache, runs over Redis only.
 func TestLinearizableUnderFaults(t *testing.T) {
 	needBinary(t)
+	for _, kind := range cacheKinds {
+		t.Run(kind, func(t *testing.T) { testLinearizableUnderFaults(t, kind) })
+	}
+}
+
+func testLinearizableUnderFaults(t *testing.T, kind string) {
 	c, db := sharedPG.get(t)
-	r := testenv.Redis(t, engines.RedisOptions{})
-	tp := startTopo(t, topoSpec{shards: pgShards(c, db),
+	sc := startCache(t, kind)
+	colls := []string{"aside", "wt"}
+	if kind == "redis" {
+		colls = append([]string{"none"}, colls...)
+	}
+	collections := map[string]map[string]any{
+		"none":  {"consistency": "strong"},
+		"aside": {"strategy": "cache-aside", "consistency": "strong"},
+		"wt":    {"strategy": "write-through", "consistency": "strong"},
+	}
+	tp := startTopo(t, topoSpec{shards: pgShards(c, db), env: sc.env,
 		// Invalidations that could not reach the cache are kept on disk, so that a killed app
 		// server still delivers them after its restart (without pending_dir they are lost with
 		// the process, and a persistent cache may serve the old value: porcupine catches it).
-		cache: map[string]any{"kind": "redis", "addrs": []string{r.Addr()}, "pending_dir": ""},
-		collections: map[string]map[string]any{
-			"none":  {"consistency": "strong"},
-			"aside": {"strategy": "cache-aside", "consistency": "strong"},
-			"wt":    {"strategy": "write-through", "consistency": "strong"},
-		}})
-	for _, coll := range []string{"none", "aside", "wt"} {
+		cache:       sc.cacheSection(map[string]any{"pending_dir": ""}),
+		collections: collections})
+	hists := map[string]*History{}
+	specs := map[string]loadSpec{}
+	for _, coll := range colls {
+		h := NewHistory(time.Now())
+		spec := loadSpec{base: tp.lbURL, apiKey: tp.keyRW, coll: coll, clients: 8, keys: 8, shared: true, reads: 0.6,
+			writes: []Kind{Put, PutKeyed}, dur: 10 * time.Minute, maxOps: 1 << 30, timeout: 5 * time.Second, seed: 20}
+		if coll != "none" {
+			// In a Redis Cluster, half the keys live on the master that is killed: the others
+			// stay served by the cache while it fails over.
+			spec.prefix = sc.keyPrefix(t, coll, spec.keys, spec.keys/2)
+		}
+		seedKeys(t, h, spec)
+		if coll != "none" {
+			sc.checkPlacement(t, spec)
+		}
+		hists[coll], specs[coll] = h, spec
+	}
+	// The loads run until a while after the last fault has healed, so that every fault and
+	// every recovery is under load.
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	defer stopLoad()
+	var wg sync.WaitGroup
+	for _, coll := range colls {
+		wg.Add(1)
+		go func() { defer wg.Done(); runLoad(loadCtx, hists[coll], specs[coll]) }()
+	}
+	cycles := scale(1, 3)
+	for range cycles {
+		time.Sleep(scale(time.Second, 8*time.Second))
+		tp.apps[2].kill()
+		sc.kill(t)
+		time.Sleep(scale(time.Second, 5*time.Second)) // the outage (a cluster fails over meanwhile)
+		sc.back(t)
+		sc.rejoin(t)
+		if err := tp.apps[2].start(20 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(scale(time.Second, 5*time.Second))
+	stopLoad()
+	wg.Wait()
+	for _, coll := range colls {
 		t.Run(coll, func(t *testing.T) {
-			h := NewHistory(time.Now())
-			spec := loadSpec{base: tp.lbURL, apiKey: tp.keyRW, coll: coll, clients: 8, keys: 8, shared: true, reads: 0.6,
-				writes: []Kind{Put, PutKeyed}, dur: scale(4*time.Second, 30*time.Second), maxOps: 1 << 30, timeout: 5 * time.Second, seed: 20}
-			seedKeys(t, h, spec)
-			done := make(chan struct{})
-			go func() { defer close(done); runLoad(context.Background(), h, spec) }()
-			time.Sleep(scale(time.Second, 8*time.Second))
-			tp.apps[2].kill()
-			if err := r.Kill(); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(scale(time.Second, 5*time.Second))
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			if err := r.Restart(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := tp.apps[2].start(20 * time.Second); err != nil {
-				t.Fatal(err)
-			}
-			<-done
-			res, n := Linearizable(h.Ops(), 60*time.Second)
-			switch {
-			case res == porcupine.Illegal && coll != "none":
-				// Seen intermittently for cache-aside and write-through with an app server and
-				// the cache killed together (pending_dir set); not yet diagnosed.
-				knownBug(t, "%s: history of %d operations is not linearizable under app+cache kill", coll, n)
-			case res != porcupine.Ok:
-				t.Errorf("%s: history of %d operations: %s (want Ok)", coll, n, res)
-			}
-			row := Summarize("linearizability, strong, "+coll+", app kill + cache kill", h.Ops())
-			row.Note = fmt.Sprintf("porcupine %s over %d ops, 8 clients, 8 keys", res, n)
+			ops := hists[coll].Ops()
+			res, n := checkLinearizable(t, coll+" over "+sc.name, ops, scale(60*time.Second, 3*time.Minute), tp.servedBy(hists[coll], coll))
+			row := Summarize(fmt.Sprintf("linearizability, strong, %s over %s, app kill + cache kill", coll, sc.name), ops)
+			row.Note = fmt.Sprintf("porcupine %s over %d ops, 8 clients, 8 keys, %d cycle(s)", res, n, cycles)
 			addRow(t, row)
 		})
 	}
+}
+
+// checkLinearizable checks a history with porcupine (Linearizable) and fails the test unless
+// the verdict is Ok; an Illegal verdict's message holds what Explain and FirstViolation find
+// (the first read that cannot be linearized and the operations on its key just before),
+// each of FirstViolation's operations followed by what served (when served is not nil).
+func checkLinearizable(t *testing.T, what string, ops []Op, timeout time.Duration, served func(Op) string) (porcupine.CheckResult, int) {
+	t.Helper()
+	res, n := Linearizable(ops, timeout)
+	switch res {
+	case porcupine.Ok:
+	case porcupine.Illegal:
+		t.Errorf("%s: history of %d operations is not linearizable:%s", what, n, violation(ops, served))
+	default:
+		t.Errorf("%s: history of %d operations: %s (want Ok)", what, n, res)
+	}
+	return res, n
+}
+
+// violation describes why an illegal history is illegal, for a failure message.
+func violation(ops []Op, served func(Op) string) string {
+	var b strings.Builder
+	for _, e := range Explain(ops, 3) {
+		b.WriteString("\n" + e)
+	}
+	lines, ok := FirstViolation(ops, 300*time.Millisecond, time.Minute)
+	if !ok {
+		return b.String() + "\n(no single key is illegal on its own)"
+	}
+	byLine := map[string]Op{}
+	for _, o := range ops {
+		byLine[describeOp(o)] = o
+	}
+	for _, l := range lines {
+		b.WriteString("\n" + l)
+		desc := strings.TrimSpace(l)
+		if _, d, ok := strings.Cut(l, ": first read that cannot be linearized: "); ok {
+			desc = d
+		}
+		if o, ok := byLine[desc]; ok && served != nil {
+			b.WriteString("  <- " + served(o))
+		}
+	}
+	return b.String()
 }
 
 // naiveAside is the seed's cache-aside, as a tiny HTTP app server speaking the same API:

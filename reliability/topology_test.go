@@ -1,18 +1,22 @@
 package reliability
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,8 +29,10 @@ import (
 	"github.com/strata-project/strata/docstore"
 	"github.com/strata-project/strata/docstore/postgres"
 	"github.com/strata-project/strata/engines"
+	"github.com/strata-project/strata/internal/testenv"
 	"github.com/strata-project/strata/lb"
 	"github.com/strata-project/strata/server"
+	"github.com/strata-project/strata/topology"
 )
 
 // shardSpec is one PostgreSQL shard of the topology's store.
@@ -45,6 +51,7 @@ type topoSpec struct {
 	collections map[string]map[string]any
 	anonymous   []string       // anonymous scopes; nil: anonymous access off
 	extra       map[string]any // more app settings
+	env         []string       // more environment of the app servers (NAME=value)
 	lbConfig    func(*lb.Config)
 }
 
@@ -153,7 +160,7 @@ func startTopo(t *testing.T, spec topoSpec) *topo {
 		}
 		a.config = filepath.Join(tp.dir, fmt.Sprintf("app%d.yaml", i))
 		a.logPath = filepath.Join(tp.dir, fmt.Sprintf("app%d.log", i))
-		a.env = append(os.Environ(), "STRATA_REL_SESSION_KEY="+tp.session)
+		a.env = append(append(os.Environ(), "STRATA_REL_SESSION_KEY="+tp.session), spec.env...)
 		if err := os.WriteFile(a.config, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -400,4 +407,440 @@ func listen(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
+}
+
+// cacheKinds are the shared cache stores the cache scenarios run over, as startCache names
+// them.
+var cacheKinds = []string{"redis", "redis-cluster", "memcached", "node"}
+
+// sharedCache is the shared cache tier of a topology, with its fault handles: kill stops it,
+// back brings it back, rejoin restores its full shape.
+type sharedCache struct {
+	kind    string         // one of cacheKinds
+	name    string         // as the table prints it
+	section map[string]any // the app.cache section (the caller adds to it)
+	env     []string       // what the app servers need in their environment
+
+	redis   *engines.Redis
+	cluster *engines.RedisCluster
+	mc      *engines.Memcached
+	node    *nodeProc
+
+	// Redis Cluster: the faults always hit the master that serves the slots master 0 served
+	// at the start (after a failover, the replica that took them over). owner maps each slot
+	// to its master at the start; victim is the node killed last, -1 when none is down.
+	owner  []int
+	ref    string // a key in those slots
+	victim int
+}
+
+// startCache starts a private shared cache of the given kind for the test.
+func startCache(t *testing.T, kind string) *sharedCache {
+	t.Helper()
+	sc := &sharedCache{kind: kind, victim: -1}
+	switch kind {
+	case "redis":
+		sc.name = "Redis"
+		sc.redis = testenv.Redis(t, engines.RedisOptions{})
+		sc.section = map[string]any{"kind": "redis", "addrs": []string{sc.redis.Addr()}}
+	case "redis-cluster":
+		sc.name = "Redis Cluster master"
+		sc.cluster = testenv.RedisCluster(t, engines.RedisClusterOptions{})
+		sc.section = map[string]any{"kind": "redis", "addrs": sc.cluster.Addrs()}
+		sc.owner = clusterOwners(t, sc.cluster)
+		for i := 0; sc.ref == ""; i++ {
+			if k := fmt.Sprintf("ref%d", i); sc.owner[clusterSlot(k)] == 0 {
+				sc.ref = k
+			}
+		}
+	case "memcached":
+		sc.name = "Memcached"
+		sc.mc = testenv.Memcached(t)
+		sc.section = map[string]any{"kind": "memcached", "addrs": []string{sc.mc.Addr()}}
+	case "node":
+		needBinary(t)
+		sc.name = "Strata cache node"
+		token := randHex(16)
+		sc.node = &nodeProc{addr: freeAddr(t), logPath: filepath.Join(t.TempDir(), "cachenode.log"),
+			env: append(os.Environ(), topology.EnvCacheToken+"="+token)}
+		t.Cleanup(sc.node.kill)
+		if err := sc.node.start(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		sc.section = map[string]any{"kind": "node", "addrs": []string{sc.node.addr}, "token_env": "STRATA_REL_CACHE_TOKEN"}
+		sc.env = []string{"STRATA_REL_CACHE_TOKEN=" + token}
+	default:
+		t.Fatalf("unknown cache kind %q", kind)
+	}
+	return sc
+}
+
+// cacheSection returns the app.cache section with more settings.
+func (sc *sharedCache) cacheSection(more map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range sc.section {
+		out[k] = v
+	}
+	for k, v := range more {
+		out[k] = v
+	}
+	return out
+}
+
+// kill stops the cache at once (SIGKILL): the server or the cache node, or, in a Redis
+// Cluster, the master that serves the victim slots (its replica takes over on its own).
+func (sc *sharedCache) kill(t *testing.T) {
+	t.Helper()
+	var err error
+	switch {
+	case sc.redis != nil:
+		err = sc.redis.Kill()
+	case sc.mc != nil:
+		err = sc.mc.Kill()
+	case sc.node != nil:
+		sc.node.kill()
+	case sc.cluster != nil:
+		ask := 0
+		for !sc.cluster.Nodes[ask].Running() {
+			ask++
+		}
+		sc.victim, err = sc.cluster.MasterOf(callCtx(t), ask, sc.ref)
+		if err == nil {
+			err = sc.cluster.Nodes[sc.victim].Kill()
+		}
+	}
+	if err != nil {
+		t.Fatalf("kill the cache (%s): %v", sc.name, err)
+	}
+}
+
+// back brings the cache back and returns the instant it came back: a killed server or cache
+// node is restarted (empty) and the instant is the restart's start, so that a recovery time
+// counted from it includes the restart; in a Redis Cluster nothing is restarted (see rejoin),
+// the instant is when a live node was first seen naming another master for the victim
+// slots, that master answering.
+func (sc *sharedCache) back(t *testing.T) time.Time {
+	t.Helper()
+	at := time.Now()
+	var err error
+	switch {
+	case sc.redis != nil:
+		err = sc.redis.Restart(callCtx(t))
+	case sc.mc != nil:
+		err = sc.mc.Restart(callCtx(t))
+	case sc.node != nil:
+		err = sc.node.start(10 * time.Second)
+	case sc.cluster != nil:
+		if waitUntil(20*time.Second, func() bool {
+			for i, n := range sc.cluster.Nodes {
+				if i == sc.victim || !n.Running() {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+				defer cancel()
+				m, err := sc.cluster.MasterOf(ctx, i, sc.ref)
+				if err != nil || m == sc.victim {
+					return false
+				}
+				_, err = sc.cluster.Nodes[m].Do(ctx, "GET", sc.ref) // a key of the victim slots
+				return err == nil
+			}
+			return false
+		}) < 0 {
+			t.Fatalf("no replica took over the killed master's slots within 20s")
+		}
+		at = time.Now()
+	}
+	if err != nil {
+		t.Fatalf("restart the cache (%s): %v", sc.name, err)
+	}
+	return at
+}
+
+// rejoin restores the cache's full shape after back: in a Redis Cluster, the killed master
+// is restarted and rejoins as a replica of the node that took over, and the cluster is
+// waited on until every node is healthy; it returns what that took. Other kinds are whole
+// again after back (0).
+func (sc *sharedCache) rejoin(t *testing.T) time.Duration {
+	t.Helper()
+	if sc.cluster == nil || sc.victim < 0 {
+		return 0
+	}
+	start := time.Now()
+	ctx := callCtx(t)
+	if err := sc.cluster.Nodes[sc.victim].Restart(ctx); err != nil {
+		t.Fatalf("restart the killed cluster master: %v", err)
+	}
+	if err := sc.cluster.WaitHealthy(ctx); err != nil {
+		t.Fatalf("redis cluster not healthy after the killed master rejoined: %v", err)
+	}
+	sc.victim = -1
+	return time.Since(start)
+}
+
+// keyPrefix returns the prefix of the shared keys of a load on coll (loadSpec.prefix) with
+// n keys: "" for a single server; for a Redis Cluster, one that puts exactly onVictim of the
+// n keys' cache entries in the slots the faults hit, so that killing a master touches the
+// keys it is meant to. Every key on the victim is a hash tag ("{t3}"): keys that differ only
+// in their last character cannot all fall in one master's slots (CRC16 is linear: their
+// slots differ by fixed bit patterns that span the whole slot range).
+func (sc *sharedCache) keyPrefix(t *testing.T, coll string, n, onVictim int) string {
+	t.Helper()
+	if sc.cluster == nil {
+		return ""
+	}
+	format := "k%d-"
+	if onVictim == n {
+		format = "{t%d}"
+	}
+	for i := range 100_000 {
+		p := fmt.Sprintf(format, i)
+		on := 0
+		for j := range n {
+			if sc.onVictim(coll, fmt.Sprintf("%ss%d", p, j)) {
+				on++
+			}
+		}
+		if on == onVictim {
+			return p
+		}
+	}
+	t.Fatalf("no key prefix puts %d of %d keys of %s on one master", onVictim, n, coll)
+	return ""
+}
+
+// cacheKey is the Redis key of a document's cache entry (redisstore's "strata:e:" prefix,
+// the access path's "collection/" prefix).
+func cacheKey(coll, id string) string { return "strata:e:" + coll + "/" + id }
+
+func (sc *sharedCache) onVictim(coll, id string) bool {
+	return sc.owner[clusterSlot(cacheKey(coll, id))] == 0
+}
+
+// checkPlacement checks, after the keys of a load were written, that a Redis Cluster holds
+// their cache entries where keyPrefix placed them (the node that serves the victim slots has
+// every entry meant for it): if the cache's key format changed, the faults would miss.
+func (sc *sharedCache) checkPlacement(t *testing.T, spec loadSpec) {
+	t.Helper()
+	if sc.cluster == nil {
+		return
+	}
+	ctx := callCtx(t)
+	for i := range spec.keys {
+		id := spec.keyName(0, i)
+		key := cacheKey(spec.coll, id)
+		v, err := sc.cluster.Nodes[0].Do(ctx, "CLUSTER", "KEYSLOT", key)
+		if got, _ := v.(int64); err != nil || int(got) != clusterSlot(key) {
+			t.Fatalf("slot of %q: redis says %v (%v), the test computed %d", key, v, err, clusterSlot(key))
+		}
+		if !sc.onVictim(spec.coll, id) {
+			continue
+		}
+		if v, err := sc.cluster.Nodes[0].Do(ctx, "EXISTS", key); err != nil || v != int64(1) {
+			t.Fatalf("the cache entry of %s/%s is not %q on master 0 (EXISTS: %v, %v): has the cache's key format changed?", spec.coll, id, key, v, err)
+		}
+	}
+}
+
+// clusterOwners maps each slot to the index in c.Nodes of the master that serves it.
+func clusterOwners(t *testing.T, c *engines.RedisCluster) []int {
+	t.Helper()
+	v, err := c.Nodes[0].Do(callCtx(t), "CLUSTER", "SLOTS")
+	if err != nil {
+		t.Fatalf("CLUSTER SLOTS: %v", err)
+	}
+	owner := make([]int, 16384)
+	for i := range owner {
+		owner[i] = -1
+	}
+	ranges, _ := v.([]any)
+	for _, r := range ranges {
+		rr, _ := r.([]any)
+		if len(rr) < 3 {
+			continue
+		}
+		lo, _ := rr[0].(int64)
+		hi, _ := rr[1].(int64)
+		m, _ := rr[2].([]any)
+		if len(m) < 2 || lo < 0 || hi >= 16384 {
+			continue
+		}
+		port, _ := m[1].(int64)
+		for i, n := range c.Nodes {
+			if strings.HasSuffix(n.Addr(), ":"+strconv.FormatInt(port, 10)) {
+				for s := lo; s <= hi; s++ {
+					owner[s] = i
+				}
+			}
+		}
+	}
+	for s, o := range owner {
+		if o < 0 {
+			t.Fatalf("CLUSTER SLOTS: slot %d has no master", s)
+		}
+	}
+	return owner
+}
+
+// clusterSlot is Redis Cluster's hash slot of a key: CRC16 (XMODEM) of the key, or of its
+// hash tag (the part between the first { and the next }, when not empty), modulo 16384.
+func clusterSlot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc % 16384)
+}
+
+// nodeProc is one `strata cachenode` process, the Strata cache node.
+type nodeProc struct {
+	addr    string
+	logPath string
+	env     []string
+	mu      sync.Mutex // protects cmd, done
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+// start runs the cache node on its address and waits until it accepts connections.
+func (n *nodeProc) start(timeout time.Duration) error {
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(strataBin, "cachenode", "--listen", n.addr, "--max-bytes", strconv.Itoa(64<<20))
+	cmd.Env = n.env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	n.mu.Lock()
+	n.cmd, n.done = cmd, done
+	n.mu.Unlock()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			b, _ := os.ReadFile(n.logPath)
+			return fmt.Errorf("cache node exited at start: %s", b)
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", n.addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.kill()
+	return fmt.Errorf("cache node not listening on %s after %s", n.addr, timeout)
+}
+
+// kill sends SIGKILL to the cache node and waits until it is gone.
+func (n *nodeProc) kill() {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	<-done
+}
+
+// accessEntry is one line of an app server's access log.
+type accessEntry struct {
+	app    int
+	end    time.Time // when the app server logged it: the end of its handling
+	dur    time.Duration
+	method string
+	coll   string
+	status int
+	cache  string
+}
+
+// accessLog reads the access logs of every app server (every run of each, restarts
+// included).
+func (tp *topo) accessLog() []accessEntry {
+	var out []accessEntry
+	for _, a := range tp.apps {
+		f, err := os.Open(a.logPath)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var e struct {
+				Time       time.Time `json:"time"`
+				Msg        string    `json:"msg"`
+				Method     string    `json:"method"`
+				Collection string    `json:"collection"`
+				Status     int       `json:"status"`
+				Cache      string    `json:"cache"`
+				Duration   int64     `json:"duration"`
+			}
+			if json.Unmarshal(sc.Bytes(), &e) != nil || e.Msg != "request" {
+				continue
+			}
+			out = append(out, accessEntry{app: a.n, end: e.Time, dur: time.Duration(e.Duration), method: e.Method,
+				coll: e.Collection, status: e.Status, cache: e.Cache})
+		}
+		f.Close()
+	}
+	return out
+}
+
+// servedBy returns a function that names the app server(s) that may have served an
+// operation of h on coll: those whose access log has a request of the same method, status
+// and (for a read) X-Cache, handled inside the operation's interval. The access log does not
+// name the document, so concurrent requests of the same shape make the answer ambiguous: it
+// then names every candidate. For failure messages only.
+func (tp *topo) servedBy(h *History, coll string) func(Op) string {
+	var log []accessEntry
+	var once sync.Once
+	return func(o Op) string {
+		once.Do(func() { log = tp.accessLog() })
+		method := http.MethodGet
+		if o.Write() {
+			method = http.MethodPut
+		}
+		from, to := h.start.Add(o.Start), h.start.Add(o.End)
+		cache := strings.TrimPrefix(o.Served, "replica")
+		apps := map[int]int{}
+		n := 0
+		for _, e := range log {
+			if e.method != method || e.coll != coll || e.end.Before(from) || e.end.After(to) || e.end.Add(-e.dur).Before(from) {
+				continue
+			}
+			if o.Kind == Get && (e.status != o.Status || e.cache != cache) {
+				continue
+			}
+			apps[e.app]++
+			n++
+		}
+		if n == 0 {
+			return "no matching request in the app servers' access logs"
+		}
+		var names []string
+		for _, a := range slices.Sorted(maps.Keys(apps)) {
+			names = append(names, fmt.Sprintf("app%d x%d", a, apps[a]))
+		}
+		return fmt.Sprintf("%d matching request(s) in the access logs: %s", n, strings.Join(names, ", "))
+	}
 }
