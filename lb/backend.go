@@ -135,6 +135,8 @@ type bconn struct {
 	bw       *bufio.Writer
 	lastUsed int64 // monotonic ns when it went idle
 	reused   bool  // served a request before
+	writeBy  int64 // monotonic ns: the write deadline set on the connection
+	writeTO  int64 // the write timeout in ns (the per-try timeout)
 
 	// liveness check (see alive): set up once per connection so that a
 	// check allocates nothing
@@ -236,9 +238,26 @@ func (b *Backend) dial(ctx context.Context) (*bconn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	c := &bconn{Conn: nc, br: bufio.NewReaderSize(nc, 8192), bw: bufio.NewWriterSize(nc, 4096)}
+	c := &bconn{Conn: nc, br: bufio.NewReaderSize(nc, 8192), writeTO: int64(b.lb.opts.perTry)}
+	c.bw = bufio.NewWriterSize(backendWriter{c}, 4096)
 	c.newPeek(nc)
 	return c, nil
+}
+
+// backendWriter is a backend connection as its buffered writer sees it: a write that makes
+// no progress for the per-try timeout fails, so that a backend that stops reading a
+// request (a streamed body) without closing the connection cannot hold the exchange
+// forever. The deadline is moved only when less than the timeout is left (see
+// clientWriter), so most writes move nothing.
+type backendWriter struct{ c *bconn }
+
+func (w backendWriter) Write(p []byte) (int, error) {
+	c := w.c
+	if now := monoNow(); c.writeBy-now < c.writeTO {
+		c.writeBy = now + c.writeTO + c.writeTO/16
+		c.Conn.SetWriteDeadline(monoBase.Add(time.Duration(c.writeBy)))
+	}
+	return c.Conn.Write(p)
 }
 
 // putConn returns a healthy connection for reuse.

@@ -221,3 +221,28 @@ func TestBackendDiesMidBody(t *testing.T) {
 
 // isTimeout reports whether err is a deadline error.
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// TestBackendStopsReadingBody: a backend that reads the head of a streamed request and then
+// neither reads the body nor answers nor closes must not hold the exchange forever: the
+// balancer's write of the body fails after the per-try timeout and the client gets an error
+// answer, and the backend connection is not pooled.
+func TestBackendStopsReadingBody(t *testing.T) {
+	release := make(chan struct{})
+	stuck := rawBackend(t, func(c net.Conn) {
+		readHeadAnd(c, 0)
+		<-release // hold the connection open without reading
+	})
+	defer close(release)
+	const perTry = 300 * time.Millisecond
+	l, url := startLB(t, Config{Backends: []BackendConfig{{Addr: stuck}}, Health: HealthConfig{Disabled: true},
+		Retry: RetryConfig{PerTryTimeout: perTry}})
+	start := time.Now()
+	resp, _ := upload(t, url, 16<<20, false) // far more than the socket buffers hold
+	if resp.StatusCode < 500 {
+		t.Fatalf("got %d, want a 5xx", resp.StatusCode)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("answered after %s: the write to a backend that stopped reading was not bounded by the per-try timeout %s", d, perTry)
+	}
+	waitPoolEmpty(t, l.Backends()[0])
+}
