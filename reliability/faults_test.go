@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,7 +308,12 @@ func testCacheStopped(t *testing.T, kind string) {
 		sc.kill(t)
 		d := waitUntil(3*time.Second, all(2))
 		if d < 0 || d > time.Second {
-			t.Errorf("cache breakers open %s after the cache stopped (want <= 1s; -1: not all opened within 3s; states now %v)%s", d, states(), watch)
+			msg := fmt.Sprintf("cache breakers open %s after the cache stopped (want <= 1s; -1: not all opened within 3s; states now %v)", d, states())
+			if ok, why := watch.late(killed, time.Second, 2); ok {
+				knownBug(t, "%s: %s%s", msg, why, watch)
+			} else {
+				t.Errorf("%s: %s%s", msg, why, watch)
+			}
 		}
 		detect = max(detect, d)
 		if sc.cluster == nil {
@@ -324,23 +330,25 @@ func testCacheStopped(t *testing.T, kind string) {
 		if rc >= 0 {
 			rc = time.Since(back) // from the cache's return, its restart included
 		}
-		switch {
-		case rc >= 0 && rc <= 5*time.Second:
-		case rc >= 0:
-			// An open breaker is probed by reads only (and by the app server's own queued
-			// invalidations): a write refused while it is open does not probe, and the
-			// balancer ejects an app server for those 503s; a probe can also fail after the
-			// cache's return (a client that has not yet found the new master, a pooled
-			// connection to the old server), which keeps the breaker open 2 s more.
-			knownBug(t, "cache breakers closed %s after the cache returned (want <= 5s): %s%s", rc, watch.whyLate(back, 5*time.Second), watch)
-		default:
-			t.Errorf("cache breakers not all closed 15s after the cache returned (states now %v): %s%s", states(), watch.whyLate(back, 15*time.Second), watch)
+		if rc < 0 || rc > 5*time.Second {
+			msg := fmt.Sprintf("cache breakers closed %s after the cache returned (want <= 5s; -1: not within 15s; states now %v)", rc, states())
+			if ok, why := watch.late(back, 5*time.Second, 0); ok {
+				knownBug(t, "%s: %s%s", msg, why, watch)
+			} else {
+				t.Errorf("%s: %s%s", msg, why, watch)
+			}
 		}
 		recov = max(recov, rc)
 		if sc.cluster != nil {
+			before := states()
 			rejoin = max(rejoin, sc.rejoin(t))
-			if s := states(); !all(0)() {
-				t.Errorf("cache breakers not all closed after the killed master rejoined as a replica: %v%s", s, watch)
+			if after := states(); slices.ContainsFunc(after, func(s int) bool { return s != 0 }) {
+				for i := range after {
+					if before[i] == 0 && after[i] != 0 {
+						t.Errorf("the killed master's rejoining (as a replica) opened cache breakers: states %v before, %v after%s", before, after, watch)
+						break
+					}
+				}
 			}
 		}
 	}
@@ -353,7 +361,7 @@ func testCacheStopped(t *testing.T, kind string) {
 	if len(failedReads) > 0 {
 		t.Errorf("%d reads failed (want 0: served from the database): %s%s", len(failedReads), statuses(failedReads), firstErrs(failedReads, 3))
 	}
-	res, n := checkLinearizable(t, sc.name+" stopped and back ("+strings.Join(faults, "; ")+")", h.Ops(), scale(30*time.Second, 3*time.Minute), tp.servedBy(h, spec.coll), sc.illegalKnown)
+	res, n := checkLinearizable(t, sc.name+" stopped and back ("+strings.Join(faults, "; ")+")", h.Ops(), scale(30*time.Second, 3*time.Minute), linCheck{served: tp.servedBy(h, spec.coll), known: sc.illegalKnown})
 	refused := len(filter(ops, func(o Op) bool { return o.Write() && o.Status == 503 }))
 	var scenario, note string
 	if sc.cluster != nil {
@@ -443,35 +451,46 @@ func watchBreakers(tp *topo) *breakerWatch {
 	return w
 }
 
-// whyLate describes, for each app server whose cache breaker was not closed by back+limit,
-// what happened to it in [back, back+limit]: how many reads it served (each read of an open
-// breaker past its open period probes the cache; a write refused while it is open does not)
-// and how many probes failed (trips).
-func (w *breakerWatch) whyLate(back time.Time, limit time.Duration) string {
+// late looks at the app servers whose cache breaker was never in state want (0 closed, 2
+// open) during [from, from+limit] and describes what each served there. explained is true
+// when each of them is held back by a known bug: it served no read (a breaker looks at the
+// cache only for reads and the app server's own queued invalidations, never for a write it
+// refuses while open; and the balancer ejects an app server for those 503s), or, waiting to
+// close, one of its probes failed after the cache's return.
+func (w *breakerWatch) late(from time.Time, limit time.Duration, want int) (explained bool, desc string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []string
+	explained = true
 	for i, ss := range w.samples {
 		var first, last *breakerSample
-		closed := false
+		reached := false
 		for k := range ss {
 			s := &ss[k]
-			if s.at.After(back.Add(limit)) {
+			if s.at.After(from.Add(limit)) {
 				break
 			}
-			if s.at.Before(back) || first == nil {
+			if s.at.Before(from) || first == nil {
 				first = s
 			}
 			last = s
-			closed = closed || !s.at.Before(back) && s.state == 0
+			reached = reached || !s.at.Before(from) && s.state == want
 		}
-		if closed || first == nil {
+		if reached {
 			continue
 		}
-		out = append(out, fmt.Sprintf("app%d served %d reads and had %d failed probe(s) in the %s after the cache's return",
-			i, last.reads-first.reads, last.trips-first.trips, limit))
+		if first == nil {
+			out = append(out, fmt.Sprintf("app%d: no sample", i))
+			explained = false
+			continue
+		}
+		reads, failed := last.reads-first.reads, last.trips-first.trips
+		out = append(out, fmt.Sprintf("app%d served %d reads and had %d failed probe(s) in the %s", i, reads, failed, limit))
+		if reads > 0 && !(want == 0 && failed > 0) {
+			explained = false
+		}
 	}
-	return strings.Join(out, "; ")
+	return explained, strings.Join(out, "; ")
 }
 
 // cacheBreaker reads the state (-1 when unreadable), trips and refused calls of the app
