@@ -433,12 +433,3 @@ func TestHedgeFailures(t *testing.T) {
 		t.Fatal("the hanging backend was never tried")
 	}
 }
-
-func slicesContains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}

@@ -155,15 +155,6 @@ func (s *store[E]) get(key string, now int64) *E {
 	return s.insert(sh, h, key, now)
 }
 
-// lookup returns key's value or nil.
-func (s *store[E]) lookup(key string) *E {
-	h := maphash.String(s.seed, key)
-	if n := s.shards[h%numShards].tab.Load().find(h, key); n != nil {
-		return &n.val
-	}
-	return nil
-}
-
 func (s *store[E]) insert(sh *shard[E], h uint64, key string, now int64) *E {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
