@@ -43,8 +43,10 @@
 // backend after consecutive 5xx answers, connection errors or timeouts, for a
 // time that doubles on each repeated ejection, never ejecting more than
 // OutlierConfig.MaxEjectedPercent of the backends. A request is retried, on
-// a backend not yet tried, only if its method is idempotent or it carries an
-// Idempotency-Key, only if nothing of the response has reached the client,
+// a backend not yet tried, only if its method is safe (GET, HEAD, OPTIONS,
+// TRACE) or it carries an Idempotency-Key (PUT and DELETE are idempotent, but
+// a replay of one the first backend applied before failing would land after
+// other clients' later writes), only if nothing of the response has reached the client,
 // only if its body was small enough to buffer (RetryConfig.MaxBodyBytes), and
 // only while the shared retry.Budget allows. A POST without a key is never
 // sent twice; it goes to another backend only when none of it was sent: the

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -245,4 +246,57 @@ func TestBackendStopsReadingBody(t *testing.T) {
 		t.Fatalf("answered after %s: the write to a backend that stopped reading was not bounded by the per-try timeout %s", d, perTry)
 	}
 	waitPoolEmpty(t, l.Backends()[0])
+}
+
+// TestUnkeyedPutNotReplayed: a PUT without an Idempotency-Key that reached a backend which
+// then died without answering is not sent to another backend (it may have been applied: a
+// replay would land after other clients' later writes); with a key, or a GET, it is.
+func TestUnkeyedPutNotReplayed(t *testing.T) {
+	var dyingGot, healthyGot atomic.Int64
+	dying := rawBackend(t, func(c net.Conn) {
+		readHeadAnd(c, 2) // the whole request (a 2-byte body), then die without answering
+		dyingGot.Add(1)
+	})
+	healthy := rawBackend(t, func(c net.Conn) {
+		readHeadAnd(c, 0)
+		healthyGot.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+	})
+	_, url := startLB(t, Config{Backends: []BackendConfig{{Addr: dying}, {Addr: healthy}}, Policy: RoundRobin,
+		Health: HealthConfig{Disabled: true}, Outlier: OutlierConfig{ConsecutiveFailures: -1}})
+	send := func(method string, hdr ...string) int {
+		req, _ := http.NewRequest(method, url+"/x", strings.NewReader("{}"))
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		req.Close = true
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 6 {
+		before := healthyGot.Load()
+		dyingBefore := dyingGot.Load()
+		status := send("PUT")
+		if dyingGot.Load() > dyingBefore && (status != http.StatusBadGateway || healthyGot.Load() != before) {
+			t.Fatalf("try %d: an unkeyed PUT the dying backend received was answered %d and sent on to the other backend (%d new requests there)", i, status, healthyGot.Load()-before)
+		}
+	}
+	if dyingGot.Load() == 0 {
+		t.Fatal("no PUT reached the dying backend")
+	}
+	for _, tc := range []struct {
+		method string
+		hdr    []string
+	}{{"PUT", []string{"Idempotency-Key", "k1"}}, {"GET", nil}} {
+		for range 4 {
+			if status := send(tc.method, tc.hdr...); status != 200 {
+				t.Fatalf("%s %v: %d, want 200 (retried on the healthy backend)", tc.method, tc.hdr, status)
+			}
+		}
+	}
 }

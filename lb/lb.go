@@ -99,9 +99,10 @@ type OutlierConfig struct {
 // RetryConfig configures retries.
 type RetryConfig struct {
 	// Attempts is the most tries of one request, the first included.
-	// Default 3; 1 disables retries. Only idempotent methods (GET, HEAD,
-	// OPTIONS, TRACE, PUT, DELETE) and requests with an Idempotency-Key
-	// header are retried, each time on a backend not yet tried.
+	// Default 3; 1 disables retries. Only safe methods (GET, HEAD, OPTIONS,
+	// TRACE) and requests with an Idempotency-Key header are retried after
+	// they may have reached a backend, each time on a backend not yet tried;
+	// any request is retried when none of it was sent.
 	Attempts int
 	// PerTryTimeout bounds the wait for a response head on one try.
 	// Default 15s.
