@@ -55,7 +55,8 @@ type Config struct {
 	// down). They are replayed at New and retried every RetryInterval; while a key has one,
 	// reads of the key bypass the cache. Default "": kept in memory only, lost on a crash.
 	PendingPath string
-	// RetryInterval is the pause between retries of pending invalidations. Default 1 second.
+	// RetryInterval is the pause between retries of pending invalidations, and between
+	// probes of the store while the breaker is not closed. Default 1 second.
 	RetryInterval time.Duration
 	// Hooks are called on events, for metrics. Default: none.
 	Hooks Hooks
@@ -526,11 +527,11 @@ func (c *Cache) nudge() {
 	}
 }
 
-// retryLoop applies pending invalidations: at once when nudged, then every RetryInterval
-// while any remain.
+// retryLoop applies pending invalidations at once when nudged, and every RetryInterval it
+// retries those that remain and probes the store while the breaker is not closed.
 func (c *Cache) retryLoop() {
 	defer c.wg.Done()
-	t := time.NewTimer(c.cfg.RetryInterval)
+	t := time.NewTicker(c.cfg.RetryInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -538,12 +539,28 @@ func (c *Cache) retryLoop() {
 			return
 		case <-c.wake:
 		case <-t.C:
+			c.probe()
 		}
-		c.retryPending()
 		if c.pending.n.Load() > 0 {
-			t.Reset(c.cfg.RetryInterval)
+			c.retryPending()
 		}
 	}
+}
+
+// ProbeKey is the key the cache reads to probe a store its breaker stopped calling.
+const ProbeKey = "strata-breaker-probe"
+
+// probe reads ProbeKey through the breaker while the breaker is not closed, so that it
+// closes soon after the store is back even when nothing else calls the store: reads go to
+// the store, but writes of strong collections are refused while it is open and never probe
+// it, and a balancer may send an app server whose writes are refused few requests.
+func (c *Cache) probe() {
+	if c.br.State() == breaker.Closed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.StoreTimeout)
+	defer cancel()
+	_, _, _ = c.storeGet(ctx, ProbeKey)
 }
 
 func (c *Cache) retryPending() {

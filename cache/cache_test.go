@@ -555,3 +555,34 @@ func TestUnstoredLoadFencesOlderFills(t *testing.T) {
 		t.Fatal("B's stale fill was not refused")
 	}
 }
+
+// TestBreakerClosesWithoutTraffic: after the store comes back, the breaker closes by the
+// cache's own probes, with no call from anyone (writes refused while it is open never probe).
+func TestBreakerClosesWithoutTraffic(t *testing.T) {
+	src := newFakeSource()
+	store := &flakyStore{Store: newMem(t)}
+	br, err := breaker.New(breaker.Config{ConsecutiveFailures: 2, OpenDuration: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCache(t, cache.Config{Store: store, Source: src, Breaker: br, RetryInterval: 10 * time.Millisecond})
+	store.down.Store(true)
+	for range 2 {
+		tok, err := br.Allow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok.Done(errDown)
+	}
+	if br.State() != breaker.Open {
+		t.Fatalf("breaker %v after two failures, want open", br.State())
+	}
+	store.down.Store(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for br.State() != breaker.Closed {
+		if time.Now().After(deadline) {
+			t.Fatalf("breaker still %v 5s after the store came back, with no traffic: nothing probed it", br.State())
+		}
+		time.Sleep(5 * time.Millisecond) // polling
+	}
+}
