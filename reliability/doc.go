@@ -1,5 +1,6 @@
 // Package reliability is Strata's fault suite: it starts the real topology (app server
-// processes behind the load balancer, PostgreSQL with streaming replicas, Redis), drives a
+// processes behind the load balancer, PostgreSQL with streaming replicas, and a shared cache:
+// Redis, a Redis Cluster, Memcached or the Strata cache node), drives a
 // bounded load of concurrent clients through it, injects a fault (SIGKILL of an app server, a
 // replica killed or lagging, a shard primary killed, the cache stopped, network latency,
 // resets and black holes through toxiproxy, kills during write-behind), records every

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs the reliability suite in its long mode and prints the table of every scenario:
 # requests attempted, succeeded, failed, p99, time to detect, time to recover.
-#   benchmarks/chaos/run.sh            long mode (about 10 minutes)
+#   benchmarks/chaos/run.sh            long mode (about 20 minutes on 2 cores)
 #   SHORT=1 benchmarks/chaos/run.sh    the short mode CI runs
 #   KNOWN_BUGS=1 ...                   known bugs of other packages fail instead of being logged
 set -eu
