@@ -87,7 +87,10 @@
 // while one app server's breaker is still open after the cache's return, its reads (which
 // skip the cache) can see a write that is not yet acknowledged while another server serves
 // the older value for the few milliseconds until that write's invalidation lands. Neither
-// returns a version older than an acknowledged write.
+// returns a version older than an acknowledged write. Over a Redis Cluster, a master
+// failover is not covered: the replica that takes over keeps its entries but may miss the
+// invalidations the old master took last (replication is asynchronous), so an older value
+// can be served after it; a single Redis, Memcached and the cache node restart empty.
 //
 // # Compared with the seed
 //
