@@ -261,22 +261,33 @@ func (tp *topo) backendUp(addr string) bool {
 	return false
 }
 
-// start runs the app server and waits until /readyz answers 200.
-func (a *appProc) start(timeout time.Duration) error {
-	logf, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+// startLogged starts the strata binary with args and env in its own process group (killed
+// if the test binary dies), appending its output to logPath; done is closed once it has
+// exited and the log is closed.
+func startLogged(logPath string, env []string, args ...string) (*exec.Cmd, chan struct{}, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	cmd := exec.Command(strataBin, "app", "--config", a.config)
-	cmd.Env = a.env
+	cmd := exec.Command(strataBin, args...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return err
+		return nil, nil, err
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	return cmd, done, nil
+}
+
+// start runs the app server and waits until /readyz answers 200.
+func (a *appProc) start(timeout time.Duration) error {
+	cmd, done, err := startLogged(a.logPath, a.env, "app", "--config", a.config)
+	if err != nil {
+		return err
+	}
 	a.mu.Lock()
 	a.cmd, a.done = cmd, done
 	a.mu.Unlock()
@@ -732,20 +743,10 @@ type nodeProc struct {
 
 // start runs the cache node on its address and waits until it accepts connections.
 func (n *nodeProc) start(timeout time.Duration) error {
-	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	cmd, done, err := startLogged(n.logPath, n.env, "cachenode", "--listen", n.addr, "--max-bytes", strconv.Itoa(64<<20))
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(strataBin, "cachenode", "--listen", n.addr, "--max-bytes", strconv.Itoa(64<<20))
-	cmd.Env = n.env
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return err
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
 	n.mu.Lock()
 	n.cmd, n.done = cmd, done
 	n.mu.Unlock()
