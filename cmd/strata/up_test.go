@@ -306,17 +306,7 @@ func exercise(t *testing.T, bin string, u *upRun, procs int) {
 	}
 
 	// Ctrl-C stops everything.
-	if err := u.cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-u.exited:
-		if err != nil {
-			t.Fatalf("strata up after SIGINT: %v\n%s", err, u.output)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("strata up still running 30s after SIGINT")
-	}
+	u.stop(t)
 	for _, pid := range all {
 		if alive(pid) {
 			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
