@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"syscall"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -114,12 +116,25 @@ func wrap(op string, err error) error {
 	return fmt.Errorf("memcachestore: %s: %w: %w", op, cache.ErrUnavailable, err)
 }
 
+// staleConn reports an error of a connection the server closed (it restarted, or timed the
+// idle connection out): the connection is dropped, and a read may be sent again.
+func staleConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
 // Get returns the entry under key. A tombstone is a miss.
 func (s *Store) Get(ctx context.Context, key string) (cache.Entry, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return cache.Entry{}, false, wrap("get", err)
 	}
-	it, err := s.mc.Get(s.itemKey('e', key))
+	k := s.itemKey('e', key)
+	it, err := s.mc.Get(k)
+	if staleConn(err) {
+		// A pooled connection to a server that restarted since: a read is safe to send
+		// again, on a fresh connection.
+		it, err = s.mc.Get(k)
+	}
 	if errors.Is(err, memcache.ErrCacheMiss) {
 		return cache.Entry{}, false, nil
 	}

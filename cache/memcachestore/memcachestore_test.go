@@ -202,3 +202,27 @@ func TestPausedAndKilledMemcached(t *testing.T) {
 	}
 	cachetest.Recovers(t, s)
 }
+
+// TestFirstGetAfterRestart: the first read after a server restart succeeds although the
+// client's pooled connections died with the old process (a breaker probe that met one would
+// keep the cache off for another open period).
+func TestFirstGetAfterRestart(t *testing.T) {
+	m := testenv.Memcached(t)
+	s := openClose(t, memcachestore.Config{Addrs: []string{m.Addr()}, Timeout: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for range 3 { // leave idle connections in the pool
+		if _, _, err := s.Get(ctx, "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.Get(ctx, "k"); err != nil || ok {
+		t.Fatalf("first Get after the restart = %v, %v; want a miss without error", ok, err)
+	}
+}
