@@ -490,6 +490,15 @@ func TestPendingKeyReadAppliesInvalidation(t *testing.T) {
 	if st := c.Stats(); st.PendingDepth != 1 {
 		t.Fatalf("stats %+v: want one pending invalidation", st)
 	}
+	// The queued invalidation nudges the retry loop at once: let its attempt fail while the
+	// store is down, so that only the read can apply it (the next retry is an hour away).
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats().StoreErrors < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: the retry loop never tried the queued invalidation", c.Stats())
+		}
+		time.Sleep(time.Millisecond) // polling
+	}
 	store.down.Store(false)
 	if v := mustGet(t, c.Get, "k"); v != "v2" {
 		t.Fatalf("Get = %q, want v2", v)
