@@ -81,6 +81,9 @@ func startUp(t *testing.T, bin string, timeout time.Duration, args ...string) (u
 		select {
 		case l, ok := <-lines:
 			if !ok {
+				// Wait for the process (and so for its stderr to be copied) before reading it.
+				werr := <-u.exited
+				u.exited <- werr
 				if strings.Contains(stderr.String(), "install the Debian package") {
 					return nil, stderr.String()
 				}
