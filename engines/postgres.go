@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -90,7 +91,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*PostgresCluster,
 			return nil, fmt.Errorf("engines: initdb: %w\n%s", err, out)
 		}
 	}
-	if err := c.Primary.Restart(ctx); err != nil {
+	if err := c.Primary.startNew(ctx); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -187,7 +188,7 @@ func (c *PostgresCluster) startReplica(ctx context.Context, name string, resume 
 			return nil, fmt.Errorf("engines: pg_basebackup for %s: %w\n%s", name, err, out)
 		}
 	}
-	if err := n.Restart(ctx); err != nil {
+	if err := n.startNew(ctx); err != nil {
 		n.close()
 		return nil, err
 	}
@@ -293,6 +294,30 @@ func (n *PGNode) DataDir() string { return n.dataDir }
 // DSN returns a connection URL for database db on this node, with a connect timeout.
 func (n *PGNode) DSN(db string) string {
 	return fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable&connect_timeout=5", pgUser, n.Addr(), db)
+}
+
+// startNew starts a node for the first time. The port FreePort chose can be taken by another
+// process of the machine before the server binds it (test packages start engines at the same
+// time): the server then exits with "Address already in use", and the node is started again
+// on another port, up to three times.
+func (n *PGNode) startNew(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := n.Restart(ctx)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "Address already in use") {
+			return err
+		}
+		port, perr := FreePort()
+		if perr != nil {
+			return err
+		}
+		for i := range n.args {
+			if n.args[i] == "-p" && i+1 < len(n.args) {
+				n.args[i+1] = strconv.Itoa(port)
+			}
+		}
+		n.port = port
+		n.process.name = "postgres:" + n.Name + ":" + strconv.Itoa(port)
+	}
 }
 
 // Restart starts the server again (after Stop or Kill) on the same port and data directory,
