@@ -75,9 +75,7 @@ type appProc struct {
 	config  string
 	logPath string
 	env     []string
-	mu      sync.Mutex // protects cmd, done
-	cmd     *exec.Cmd
-	done    chan struct{}
+	child
 }
 
 func randHex(n int) string {
@@ -261,13 +259,20 @@ func (tp *topo) backendUp(addr string) bool {
 	return false
 }
 
-// startLogged starts the strata binary with args and env in its own process group (killed
-// if the test binary dies), appending its output to logPath; done is closed once it has
-// exited and the log is closed.
-func startLogged(logPath string, env []string, args ...string) (*exec.Cmd, chan struct{}, error) {
+// child is a strata process the suite started (an app server, a cache node).
+type child struct {
+	mu   sync.Mutex // protects cmd, done
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has exited and its log is closed
+}
+
+// run starts the strata binary with args and env in its own process group (killed if the
+// test binary dies), appending its output to logPath. It returns the channel closed when the
+// process has exited.
+func (c *child) run(logPath string, env []string, args ...string) (chan struct{}, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	cmd := exec.Command(strataBin, args...)
 	cmd.Env = env
@@ -275,22 +280,34 @@ func startLogged(logPath string, env []string, args ...string) (*exec.Cmd, chan 
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(done) }()
-	return cmd, done, nil
+	c.mu.Lock()
+	c.cmd, c.done = cmd, done
+	c.mu.Unlock()
+	return done, nil
+}
+
+// kill sends SIGKILL to the process group and waits until the process is gone.
+func (c *child) kill() {
+	c.mu.Lock()
+	cmd, done := c.cmd, c.done
+	c.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	<-done
 }
 
 // start runs the app server and waits until /readyz answers 200.
 func (a *appProc) start(timeout time.Duration) error {
-	cmd, done, err := startLogged(a.logPath, a.env, "app", "--config", a.config)
+	done, err := a.run(a.logPath, a.env, "app", "--config", a.config)
 	if err != nil {
 		return err
 	}
-	a.mu.Lock()
-	a.cmd, a.done = cmd, done
-	a.mu.Unlock()
 	c := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -310,18 +327,6 @@ func (a *appProc) start(timeout time.Duration) error {
 	}
 	a.kill()
 	return fmt.Errorf("app %d not ready after %s: %s", a.n, timeout, a.logTail())
-}
-
-// kill sends SIGKILL to the app server and waits until it is gone.
-func (a *appProc) kill() {
-	a.mu.Lock()
-	cmd, done := a.cmd, a.done
-	a.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-done
 }
 
 func (a *appProc) logTail() string {
@@ -736,20 +741,15 @@ type nodeProc struct {
 	addr    string
 	logPath string
 	env     []string
-	mu      sync.Mutex // protects cmd, done
-	cmd     *exec.Cmd
-	done    chan struct{}
+	child
 }
 
 // start runs the cache node on its address and waits until it accepts connections.
 func (n *nodeProc) start(timeout time.Duration) error {
-	cmd, done, err := startLogged(n.logPath, n.env, "cachenode", "--listen", n.addr, "--max-bytes", strconv.Itoa(64<<20))
+	done, err := n.run(n.logPath, n.env, "cachenode", "--listen", n.addr, "--max-bytes", strconv.Itoa(64<<20))
 	if err != nil {
 		return err
 	}
-	n.mu.Lock()
-	n.cmd, n.done = cmd, done
-	n.mu.Unlock()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
@@ -766,18 +766,6 @@ func (n *nodeProc) start(timeout time.Duration) error {
 	}
 	n.kill()
 	return fmt.Errorf("cache node not listening on %s after %s", n.addr, timeout)
-}
-
-// kill sends SIGKILL to the cache node and waits until it is gone.
-func (n *nodeProc) kill() {
-	n.mu.Lock()
-	cmd, done := n.cmd, n.done
-	n.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-done
 }
 
 // accessEntry is one line of an app server's access log.
