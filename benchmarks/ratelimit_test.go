@@ -1,6 +1,8 @@
 package benchmarks
 
 import (
+	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -102,4 +104,81 @@ func BenchmarkRateLimitKeyedParallel(b *testing.B) {
 			b.Fatalf("%d calls denied, want all allowed", denied.Load())
 		}
 	})
+}
+
+// BenchmarkRateLimitKeyedShuffledParallel is BenchmarkRateLimitKeyedParallel
+// with the keys first seen in one order and then called in another (a fixed
+// random permutation), as traffic does: the keyed benchmark above calls the
+// keys in the order in which they were created, which lets the memory
+// prefetcher follow the peer's per-key objects, allocated one after another
+// in that order. Both implementations see every key once, in creation order,
+// before the timer starts.
+func BenchmarkRateLimitKeyedShuffledParallel(b *testing.B) {
+	created := rateLimitKeySet()
+	keys := slices.Clone(created)
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	b.Run("strata", func(b *testing.B) {
+		benchGCRAWarm(b, created, keys, nil)
+	})
+	b.Run("strata-coarseclock", func(b *testing.B) {
+		clk := ratelimit.NewCoarseClock(time.Millisecond)
+		defer clk.Close()
+		benchGCRAWarm(b, created, keys, clk)
+	})
+	b.Run("x-time-rate", func(b *testing.B) {
+		var m sync.Map
+		limit := rate.Limit(rateLimitPerSecond)
+		for _, k := range created {
+			m.Store(k, rate.NewLimiter(limit, rateLimitBurst))
+		}
+		var denied atomic.Int64
+		var next atomic.Uint64
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			i := int(next.Add(7919))
+			for pb.Next() {
+				v, _ := m.Load(keys[i%len(keys)])
+				if !v.(*rate.Limiter).Allow() {
+					denied.Add(1)
+				}
+				i++
+			}
+		})
+		if denied.Load() != 0 {
+			b.Fatalf("%d calls denied, want all allowed", denied.Load())
+		}
+	})
+}
+
+// benchGCRAWarm is benchGCRA with every key of created seen once before the
+// timer starts.
+func benchGCRAWarm(b *testing.B, created, keys []string, clk *ratelimit.CoarseClock) {
+	l, err := ratelimit.NewGCRA(ratelimit.GCRAConfig{
+		Rate:  ratelimit.PerSecond(rateLimitPerSecond),
+		Burst: rateLimitBurst,
+		Clock: clk,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, k := range created {
+		l.Allow(k)
+	}
+	var denied atomic.Int64
+	var next atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(7919))
+		for pb.Next() {
+			if !l.Allow(keys[i%len(keys)]) {
+				denied.Add(1)
+			}
+			i++
+		}
+	})
+	if denied.Load() != 0 {
+		b.Fatalf("%d calls denied, want all allowed", denied.Load())
+	}
 }

@@ -74,8 +74,26 @@ func (g *GCRA) Policy() Policy {
 
 // Allow reports whether one event for key may happen now, as AllowN.
 func (g *GCRA) Allow(key string) bool {
-	d, _ := g.allow(g.clock.now(), key, 1)
-	return d.Allowed
+	// The decision of allow without its Decision: no division on this path.
+	t := g.clock.now()
+	if g.burst < 1 {
+		return false
+	}
+	e := g.store.get(key, t)
+	for {
+		tat := e.Load()
+		if tat == wordMoved {
+			e = g.store.getSettled(key, t)
+			continue
+		}
+		newTAT := max(tat, t) + g.interval
+		if t < newTAT-g.tau {
+			return false
+		}
+		if e.CompareAndSwap(tat, newTAT) {
+			return true
+		}
+	}
 }
 
 // AllowN decides n events for key now: at time.Now() (its monotonic

@@ -317,6 +317,73 @@ func TestParallelOneKey(t *testing.T) {
 	}
 }
 
+// TestGCRAAllowParallel counts the plain form's grants under parallel
+// callers on one key: with a rate too slow to refill during the test, exactly
+// the burst passes.
+func TestGCRAAllowParallel(t *testing.T) {
+	const burst, callers, calls = 100, 8, 50
+	l, err := ratelimit.NewGCRA(ratelimit.GCRAConfig{Rate: ratelimit.PerHour(1), Burst: burst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for range calls {
+				if l.Allow("hot") {
+					allowed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := allowed.Load(); got != burst {
+		t.Fatalf("%d of %d calls allowed, want exactly %d", got, callers*calls, burst)
+	}
+}
+
+// TestGCRAAllowMatchesAllowN drives two limiters with the same configuration
+// and clock, one through Allow and one through AllowN with cost 1, with random
+// pauses: every decision is the same.
+func TestGCRAAllowMatchesAllowN(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clk := ratelimit.NewCoarseClock(ms)
+		defer clk.Close()
+		cfg := ratelimit.GCRAConfig{Rate: ratelimit.PerSecond(50), Burst: 5, Clock: clk}
+		a, err := ratelimit.NewGCRA(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := ratelimit.NewGCRA(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(7, 11))
+		allowed := 0
+		for i := range 2000 {
+			key := "k" + strconv.Itoa(rng.IntN(3))
+			d, err := b.AllowN(context.Background(), key, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := a.Allow(key); got != d.Allowed {
+				t.Fatalf("call %d on %s: Allow %v, AllowN %+v", i, key, got, d)
+			}
+			if d.Allowed {
+				allowed++
+			}
+			if rng.IntN(4) == 0 {
+				time.Sleep(time.Duration(rng.IntN(40)) * ms)
+				synctest.Wait()
+			}
+		}
+		if allowed == 0 || allowed == 2000 {
+			t.Fatalf("%d of 2000 allowed: the sequence must mix grants and denials", allowed)
+		}
+	})
+}
+
 // TestParallelConcurrencyHeld checks that the Concurrency limiter never has
 // more than Max units in flight while callers acquire and release.
 func TestParallelConcurrencyHeld(t *testing.T) {
