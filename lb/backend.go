@@ -50,6 +50,10 @@ type Backend struct {
 	retries   atomic.Uint64
 
 	pool connPool
+	// staleAt is when (monotonic ns) a request last met a reused
+	// connection the backend had closed: connections idle since before
+	// then are checked before use whatever the request (see getConn).
+	staleAt atomic.Int64
 }
 
 // Addr returns the backend's "host:port".
@@ -156,12 +160,29 @@ type connPool struct {
 	waiters []chan *bconn // handed a connection, or nil meaning "dial one"
 }
 
+// peekAfter is how long a connection must have been idle before a request
+// that could be replayed on a stale connection pays for a liveness check
+// (see getConn).
+const peekAfter = time.Millisecond
+
 // getConn returns an idle connection that is still alive, or dials a new
 // one. At the connection cap it waits for one (up to the per-try timeout)
 // when wait is set and MaxPendingPerBackend allows, else it returns
 // ErrBackendFull. ctx cancels a dial. An error means that nothing was
 // written to the backend.
-func (b *Backend) getConn(ctx context.Context, now int64, wait bool) (*bconn, error) {
+//
+// An idle connection is checked with a non-blocking peek (one system call)
+// when check is set, or when it has been idle for peekAfter or more. The
+// caller clears check only for a buffered request it may replay: should a
+// connection reused within peekAfter of its last response turn out closed,
+// that request is retried without counting against its backend (see
+// tryFailed), at the cost of a retry, and every connection that went idle
+// before that discovery is checked from then on (staleAt): a backend that
+// closed its idle connections costs one retry, not one per connection.
+// Under load, connections
+// are reused within microseconds, so the check is skipped on the hot path;
+// a request that could not be replayed is always checked.
+func (b *Backend) getConn(ctx context.Context, now int64, wait, check bool) (*bconn, error) {
 	o := &b.lb.opts
 	p := &b.pool
 	p.mu.Lock()
@@ -173,7 +194,7 @@ func (b *Backend) getConn(ctx context.Context, now int64, wait bool) (*bconn, er
 			// The backend may have closed the connection while it was idle
 			// (it died, restarted, or timed the connection out): a request
 			// written to it would be lost, and a POST could not be retried.
-			if c.alive() {
+			if !check && now-c.lastUsed < o.peekAfter && c.lastUsed > b.staleAt.Load() || c.alive() {
 				return c, nil
 			}
 			b.closeConn(c)

@@ -52,7 +52,12 @@
 // sent twice; it goes to another backend only when none of it was sent: the
 // dial failed, or every idle keep-alive connection to its backend was found
 // closed by a non-blocking peek at the socket before the request was
-// written to it (so a backend that just died costs no 502). A backend that
+// written to it (so a backend that just died costs no 502). A request that
+// may be replayed skips that system call on a connection that went idle less
+// than a millisecond ago, as it does under load; should the connection turn
+// out closed, the request is tried again once without counting against the
+// retry budget or the backend, and every connection that went idle before
+// then is checked. A backend that
 // answers before reading the whole request and closes the connection (a 413
 // to a body too large) has its answer passed on even though writing the
 // rest of the body failed; if the client's body was not read in full, its

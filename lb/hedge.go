@@ -313,7 +313,7 @@ func (cc *clientConn) hedge(b1 *Backend, bc1 *bconn, start1 int64, mayRetry bool
 	out := cc.out // not written by this goroutine until both tries are done
 	go func() {
 		defer func() { t2.doneAt = monoNow(); done <- t2 }()
-		bc, err := b2.getConn(ctx, now, false)
+		bc, err := b2.getConn(ctx, now, false, true)
 		if err != nil {
 			t2.err, t2.unsent = err, true
 			return

@@ -221,6 +221,10 @@ type Config struct {
 	MaxHeaderBytes int
 	// Logger receives operational messages. Default slog.Default().
 	Logger *slog.Logger
+
+	// peekAfter overrides the idle time after which a connection is checked
+	// before a replayable request (tests only; see getConn).
+	peekAfter time.Duration
 }
 
 // options is Config with defaults applied, read on the hot path.
@@ -241,6 +245,7 @@ type options struct {
 	maxPending     int
 	maxIdle        int
 	idleTimeout    time.Duration
+	peekAfter      int64 // ns; see getConn
 	connectTimeout time.Duration
 	clientIdle     time.Duration
 	clientWrite    time.Duration
@@ -263,6 +268,7 @@ func (c *Config) options() (options, error) {
 		maxPending:     c.MaxPendingPerBackend,
 		maxIdle:        cmpOr(c.MaxIdlePerBackend, 256),
 		idleTimeout:    cmpOr(c.IdleTimeout, 30*time.Second),
+		peekAfter:      int64(cmpOr(c.peekAfter, peekAfter)),
 		connectTimeout: cmpOr(c.ConnectTimeout, 2*time.Second),
 		clientIdle:     cmpOr(c.ClientIdleTimeout, 75*time.Second),
 		maxHeader:      cmpOr(c.MaxHeaderBytes, 16<<10),

@@ -275,9 +275,14 @@ func (cc *clientConn) handle() bool {
 	}
 	var lastErr error
 	var lastStatus int
+	// again is set for the try after one that met a stale connection (see
+	// attemptResult.stale): that try is free, once per request.
+	again, staleRetried := false, false
 tries:
 	for try := 0; try < attempts; try++ {
-		if try > 0 {
+		if again {
+			again = false
+		} else if try > 0 {
 			if !l.budget.TryRetryAt(monoBase.Add(time.Duration(now))) {
 				l.stats.retriesDenied.Add(1)
 				break
@@ -310,6 +315,17 @@ tries:
 		case outcomeRetry:
 			lastErr, lastStatus = res.err, res.status
 			now = monoNow()
+			if res.stale && !staleRetried {
+				// The backend did not fail, one of its idle connections
+				// was closed: try again, the same backend included.
+				staleRetried, again = true, true
+				if p.ntried > 0 && p.tried[p.ntried-1] == b {
+					p.ntried--
+				}
+				l.stats.retries.Add(1)
+				try--
+				continue
+			}
 			if !retryable && !res.unsent {
 				break tries
 			}
@@ -348,6 +364,7 @@ type attemptResult struct {
 	err     error // for outcomeRetry
 	status  int   // for outcomeRetry on a status
 	unsent  bool  // for outcomeRetry: no byte of the request was written
+	stale   bool  // for outcomeRetry: a reused connection was found closed
 }
 
 // attempt sends the request to b once. mayRetry says whether a failure
@@ -360,7 +377,7 @@ func (cc *clientConn) attempt(b *Backend, buffered, mayRetry, hedge bool) attemp
 	b.requests.Add(1)
 	defer b.inflight.Add(-1)
 	start := monoNow()
-	bc, err := b.getConn(context.Background(), start, true)
+	bc, err := b.getConn(context.Background(), start, true, !buffered || !replayable(req.method, req.idempotencyKey))
 	if err != nil {
 		if !errors.Is(err, ErrBackendFull) {
 			b.observe(monoNow(), monoNow()-start, false, l.opts.decay)
@@ -463,11 +480,13 @@ func (cc *clientConn) tryFailed(b *Backend, bc *bconn, start int64, err error, m
 	// likely closed by the backend as the request was sent.
 	stale := bc.reused && !errors.Is(err, os.ErrDeadlineExceeded) && bc.br.Buffered() == 0
 	b.closeConn(bc)
-	if !stale {
+	if stale {
+		b.staleAt.Store(monoNow())
+	} else {
 		b.observe(monoNow(), monoNow()-start, false, l.opts.decay)
 	}
 	if mayRetry || stale && buffered && replayable(req.method, req.idempotencyKey) {
-		return attemptResult{outcome: outcomeRetry, err: err}
+		return attemptResult{outcome: outcomeRetry, err: err, stale: stale}
 	}
 	code := http.StatusBadGateway
 	if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -161,6 +161,48 @@ func TestPostAfterBackendClosedIdle(t *testing.T) {
 	}
 }
 
+// TestGetOnStaleConnectionRetried: a GET skips the liveness check of a
+// connection that went idle less than peekAfter ago (here: always), so when
+// the backend has closed its idle connections, the GET is written to a dead
+// one. It must be replayed, reach the backend once, and not count as a
+// failure of the backend.
+func TestGetOnStaleConnectionRetried(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs /proc/net/tcp to know when the close has reached the balancer")
+	}
+	const idle = 4
+	w := newWarmable(t, idle)
+	l, url := startLB(t, Config{
+		Backends:  []BackendConfig{{Addr: w.addr()}},
+		Health:    HealthConfig{Disabled: true},
+		peekAfter: time.Hour,
+	})
+	warmIdle(t, url, idle, w.arrived, w.release)
+	w.CloseClientConnections()
+	waitPeerClosed(t, w.addr())
+	before, hits := l.Stats().Retries, w.hits.Load()
+	c := client()
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(url + "/item")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "created" {
+		t.Fatalf("GET after the backend closed its idle connections: %d %q; stats %+v", resp.StatusCode, body, l.Stats())
+	}
+	if got := w.hits.Load() - hits; got != 1 {
+		t.Fatalf("backend saw %d GETs, want 1", got)
+	}
+	if l.Stats().Retries == before {
+		t.Fatal("no retry: the GET did not meet a stale connection, the test proves nothing")
+	}
+	if st := statusOf(l, w.addr()); st.Failures != 0 || st.FailStreak != 0 {
+		t.Fatalf("a stale connection counted against the backend: %+v", st)
+	}
+}
+
 // TestPostAfterBackendDied: the backend dies (listener and connections
 // closed) while the balancer holds idle connections to it. A POST chosen for
 // it right after is sent to the other backend instead: its idle connections
