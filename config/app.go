@@ -135,6 +135,15 @@ type AppCache struct {
 	// every 2 s while the cache is down costs nothing, and the cache is used again within
 	// about 2 s of its return.
 	BreakerOpen Duration `yaml:"breaker_open"`
+	// InvalidateReplicas, for kind redis, is how many replicas of a key's master must hold
+	// the tombstone a write of a strong collection leaves before it writes the store (Redis
+	// WAIT): Redis replicates asynchronously, and a replica promoted after its master died
+	// has lost the invalidations the master took last, so it could serve values older than
+	// writes the store already holds. Set it to 1 for a Redis Cluster whose masters have
+	// replicas (`strata up` does). While a master has fewer replicas than this (after a
+	// failover, until the old master rejoins), strong writes to its slots get 503. Default 0:
+	// no wait, for a Redis without replicas.
+	InvalidateReplicas int `yaml:"invalidate_replicas"`
 }
 
 // Shared reports whether the cache is shared by every app server (not a per-process memory).
@@ -380,6 +389,12 @@ func (c *App) validateCache(at lineFunc) error {
 	}
 	if k.Timeout < 0 || k.MaxBytes < 0 || k.BreakerFailures < 0 || k.BreakerOpen < 0 {
 		return errAt(at("app", "cache"), "app.cache", "timeout, max_bytes, breaker_failures and breaker_open must not be negative")
+	}
+	if k.InvalidateReplicas < 0 {
+		return errAt(at("app", "cache", "invalidate_replicas"), "app.cache.invalidate_replicas", "must not be negative")
+	}
+	if k.InvalidateReplicas > 0 && k.Kind != "redis" {
+		return errAt(at("app", "cache", "invalidate_replicas"), "app.cache.invalidate_replicas", "only kind redis has replicas to wait for")
 	}
 	if k.Instance != "" && !validToken(k.Instance) {
 		return errAt(at("app", "cache", "instance"), "app.cache.instance", "%q: want a token", k.Instance)

@@ -97,7 +97,8 @@ type CachedConfig struct {
 //     If-Match keeps its meaning), then tell the cache: write-through stores the new version
 //     (set if newer), the others leave a tombstone at the new version (the deletion's, for
 //     deletes). If the cache cannot take it, the invalidation is queued durably by the cache
-//     core (Cache.Invalidate) and retried.
+//     core (Cache.Invalidate) and retried. Strong collections over a shared cache leave the
+//     tombstone first and then write the store conditionally (see invalidatesFirst).
 //   - Write-behind acknowledges a write once it is in the durable queue; reads of this
 //     server see pending writes (read-your-writes in this process); Flush waits for the
 //     queue to drain. Conditional writes and PATCH are refused (ErrConditionalUnsupported).
@@ -125,6 +126,7 @@ type Cached struct {
 	now      func() time.Time
 	ttl      time.Duration
 	tombTTL  time.Duration
+	loadTO   time.Duration
 	jitter   float64
 	storeTO  time.Duration
 	onLoaded atomic.Uint64 // loads, for tests of the read path
@@ -182,6 +184,7 @@ func NewCached(cfg CachedConfig) (*Cached, error) {
 	a.ttl = cmpOr(cc.TTL, 5*time.Minute)
 	load := cmpOr(cc.LoadTimeout, 5*time.Second)
 	a.tombTTL = cmpOr(cc.TombstoneTTL, max(2*load, time.Minute))
+	a.loadTO = load
 	a.jitter = cmpOr(cc.Jitter, 0.1)
 	a.storeTO = cmpOr(cc.StoreTimeout, time.Second)
 	return a, nil
@@ -375,6 +378,9 @@ func (a *Cached) Put(ctx context.Context, c, id string, body json.RawMessage, if
 	if a.failClosed() && a.br.State() == breaker.Open {
 		return docstore.Doc{}, fmt.Errorf("%w: %w", ErrCacheUnavailable, errNotApplied)
 	}
+	if a.invalidatesFirst() {
+		return a.putFenced(ctx, c, id, body, ifVersion)
+	}
 	var d docstore.Doc
 	var err error
 	if ifVersion < 0 {
@@ -407,6 +413,9 @@ func (a *Cached) Delete(ctx context.Context, c, id string, ifVersion int64) (int
 	if a.failClosed() && a.br.State() == breaker.Open {
 		return 0, fmt.Errorf("%w: %w", ErrCacheUnavailable, errNotApplied)
 	}
+	if a.invalidatesFirst() {
+		return a.deleteFenced(ctx, c, id, ifVersion)
+	}
 	var v int64
 	var err error
 	if ifVersion < 0 {
@@ -435,7 +444,7 @@ func (a *Cached) publish(ctx context.Context, key string, version int64, value [
 			return nil
 		}
 	}
-	if a.guard(func() error { return a.cstore.Invalidate(sctx, key, version, a.tombTTL) }) == nil {
+	if a.invalidateNow(sctx, key, version) == nil {
 		return nil
 	}
 	a.c.Invalidate(ctx, key, version)
@@ -474,6 +483,11 @@ func (e *UnconfirmedError) Unwrap() error { return ErrCacheUnavailable }
 // whose breaker is closed, fill the key with the old value. The breaker only spares calls
 // that may be skipped; this one may not.
 func (a *Cached) guard(fn func() error) error {
+	return a.guardAs(fn, func(err error) error { return err })
+}
+
+// guardAs is guard with the breaker told report(err) instead of err.
+func (a *Cached) guardAs(fn func() error, report func(error) error) error {
 	tok, err := a.br.Allow()
 	if err != nil {
 		if !a.failClosed() {
@@ -482,7 +496,7 @@ func (a *Cached) guard(fn func() error) error {
 		return fn()
 	}
 	err = fn()
-	tok.Done(err)
+	tok.Done(report(err))
 	return err
 }
 

@@ -55,8 +55,9 @@
 // write-behind over a cache.Cache: keys are collection/id, values the document with its
 // version (from the docstore, so a stale set is refused), update time and cached-at time.
 // Reads say X-Cache: hit, miss or bypass; Age on a hit is the time since the entry was
-// cached (loaded or written through). Writes reach the store first (so If-Match keeps its
-// meaning), then the cache (a versioned set, or a tombstone). Lists and batchGet read the
+// cached (loaded or written through). Writes reach the store first, then the cache (a
+// versioned set, or a tombstone); writes of strong collections over a shared cache leave
+// their tombstone before they write the store (see below). Lists and batchGet read the
 // store. Write-behind answers 202 without an ETag (the version is assigned when the write is
 // applied), serves this server's pending writes to its reads, refuses conditional writes and
 // PATCH with 400 (conditional-write-unsupported), and is flushed at Shutdown.
@@ -71,26 +72,34 @@
 // the cache core's durable pending queue. Write-behind is refused for strong and session
 // consistency (a pending write is visible only in the app server that took it).
 //
-// A keyed write that reached the store but whose invalidation the cache did not take
-// answers 503 and is never applied again: its retry (same Idempotency-Key) republishes the
+// A keyed write that reached the store but whose invalidation the cache did not take (a
+// session collection's; a strong collection's only when the write outlasted its first
+// tombstone's margin) answers 503 and is never applied again: its retry (same Idempotency-Key) republishes the
 // invalidation and, once the cache takes it, replays the answer the write would have had.
 //
-// What keeps strong reads linearizable across app servers that share a cache: every value a
-// reader returns from the store has first been put in the cache (set if newer) or, when it
-// may not be (the store failed during the read), fenced there (a tombstone at its version),
-// so no older fill can be served after it; a key with a queued invalidation applies it
-// before it is read through the cache; a write's invalidation is attempted even when its
-// breaker would spare the call. Known windows, both needing the cache tier to fail in a
+// What keeps strong reads linearizable across app servers that share a cache: a write
+// leaves a tombstone at the version it will get before it writes the store, and the store
+// write is conditional on the version the tombstone was computed from (an If-Match, or the
+// current version read first, retried on a conflict), so the store never holds a version the
+// cache has not been told about; a write whose tombstone the cache does not take is refused
+// before it is applied (503, Strata-Write-Applied: false). Without that order, a reader whose
+// cache calls fail reads the store and returns the new version while the write's
+// invalidation waits in the writer's queue, and other app servers serve the old entry once
+// the cache answers again (a Redis Cluster replica promoted with the entries it had, or the
+// moments after an outage before the queue drains). Over a Redis with replicas the tombstone
+// must also survive a failover: with app.cache.invalidate_replicas (redisstore.Replicated,
+// DurableInvalidator) the write waits until that many replicas of the key's master hold it,
+// since a replica promoted after its master died has lost the master's last, asynchronously
+// replicated writes; while a master has fewer replicas (after a failover, until the old
+// master rejoins) strong writes to its slots get 503. Besides, every value a reader returns
+// from the store has first been put in the cache (set if newer) or, when it may not be (the
+// store failed during the read), fenced there (a tombstone at its version), so no older
+// fill can be served after it, and a key with a queued invalidation applies it before it is
+// read through the cache. The known window left needs the cache tier to fail in a
 // particular way: a cache server that restarts (losing its tombstones) while a fill's load
 // is running could take that fill's old value afterwards (the cache core refuses such a set
-// when any of its calls failed since the fill began, which a restart under load causes); and
-// while one app server's breaker is still open after the cache's return, its reads (which
-// skip the cache) can see a write that is not yet acknowledged while another server serves
-// the older value for the few milliseconds until that write's invalidation lands. Neither
-// returns a version older than an acknowledged write. Over a Redis Cluster, a master
-// failover is not covered: the replica that takes over keeps its entries but may miss the
-// invalidations the old master took last (replication is asynchronous), so an older value
-// can be served after it; a single Redis, Memcached and the cache node restart empty.
+// when any of its calls failed since the fill began, which a restart under load causes).
+// Session collections keep writing the store first (their promise is per client).
 //
 // # Compared with the seed
 //

@@ -39,11 +39,14 @@ func (s *invalidationsFail) SetIfNewer(ctx context.Context, k string, e cache.En
 // with the same Idempotency-Key must not apply it again (a newer write in between would be
 // overwritten): while the cache still drops invalidations it answers 503 again, and once the
 // cache takes the republished invalidation it replays the answer the write would have had.
+// The collection is a session one: a strong collection invalidates before it writes the
+// store, so its writes are refused before they are applied instead (see
+// TestStrongWriteRefusedBeforeStore).
 func TestUnconfirmedWriteConfirmedByRetry(t *testing.T) {
 	store := openSQLite(t)
 	cstore := &invalidationsFail{Store: memoryKind(t)(t)}
 	shared := func(*testing.T) cache.Store { return cstore }
-	c := newCluster(t, 2, store, shared, cachedOpts{strategy: server.StrategyCacheAside, shared: true})
+	c := newCluster(t, 2, store, shared, cachedOpts{strategy: server.StrategyCacheAside, consistency: server.Session, shared: true})
 	a, b := c.envs[0], c.envs[1]
 	expect(t, a.do("PUT", "/v1/docs/k", adminKey, `{"n":1}`), 201, "", `"1"`)
 

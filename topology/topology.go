@@ -450,7 +450,7 @@ func (t *Topology) appConfig(i int, listen string, store config.AppStore, demoHa
 	pending := filepath.Join(t.cfg.DataDir, "pending", fmt.Sprintf("app-%d", i+1))
 	if t.cluster != nil {
 		// The app servers' Redis client finds the whole cluster from its nodes.
-		a.Cache = &config.AppCache{Kind: "redis", Addrs: t.cluster.Addrs(), PendingDir: pending}
+		a.Cache = &config.AppCache{Kind: "redis", Addrs: t.cluster.Addrs(), PendingDir: pending, InvalidateReplicas: min(clusterReplicas, 1)}
 	} else {
 		// The embedded cache node's address and token reach the app server through the
 		// environment (EnvCacheAddr, EnvCacheToken), never through a file or a command line.

@@ -55,6 +55,10 @@ func openCache(a *config.App) (*cacheTier, error) {
 	case "redis":
 		t.redis, err = redisstore.New(redisstore.Config{Addrs: addrs, Timeout: k.Timeout.D()})
 		t.store = t.redis
+		if err == nil && k.InvalidateReplicas > 0 {
+			// Strong writes invalidate through it durably (server.DurableInvalidator).
+			t.store = t.redis.Replicated(k.InvalidateReplicas)
+		}
 	case "memcached":
 		t.store, err = memcachestore.New(memcachestore.Config{Addrs: addrs, Timeout: k.Timeout.D()})
 	case "node":
