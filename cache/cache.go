@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,20 @@ type Config struct {
 	// RetryInterval is the pause between retries of pending invalidations, and between
 	// probes of the store while the breaker is not closed. Default 1 second.
 	RetryInterval time.Duration
+	// EarlyRefresh turns on probabilistic early refresh (XFetch) with this beta: a hit on an
+	// entry whose remaining lifetime is short compared with its load cost (Entry.Cost) starts
+	// one background reload of the key, so that a hot key is replaced before it expires
+	// instead of expiring under load. A hit refreshes when
+	//
+	//	remaining <= Cost * EarlyRefresh * -ln(u), u uniform in (0, 1]
+	//
+	// so refreshes cluster in the last few load times of an entry's life, and the larger the
+	// beta, the earlier. 0 (the default) turns it off; 1 is the XFetch paper's default.
+	// Negative is an error. See the package doc for what a refresh does and costs.
+	EarlyRefresh float64
+	// Now is the clock that early refresh compares entries' expiry (Entry.Expires) with.
+	// Default time.Now.
+	Now func() time.Time
 	// Hooks are called on events, for metrics. Default: none.
 	Hooks Hooks
 	// Logger receives errors that have no caller to return to (a failed retry). Default
@@ -75,6 +90,9 @@ type Hooks struct {
 	// OnPending is called when an invalidation could not be applied and was queued, with the
 	// queue depth.
 	OnPending func(key string, version int64, depth int)
+	// OnRefresh is called when an early refresh of key ends, with whether it stored the
+	// reloaded entry (and so extended the key's life).
+	OnRefresh func(key string, stored bool)
 }
 
 // Stats is a snapshot of a Cache's counters, totals since New. Evictions are counted by the
@@ -89,6 +107,10 @@ type Stats struct {
 	LeaseWaits     uint64 // misses that waited for another process's fill
 	PendingDepth   int    // invalidations queued now
 	PendingRetried uint64 // pending invalidations applied by the retry loop
+	// Early refresh (Config.EarlyRefresh): refreshes this process started (one per key at a
+	// time; those that found another process's lease count too), and those whose reloaded
+	// entry the store took.
+	Refreshes, RefreshesStored uint64
 }
 
 // Cache applies the caching strategies over a Store and a Source: read-through (Get),
@@ -105,6 +127,7 @@ type Cache struct {
 
 	hits                                                                           stripedCounter
 	misses, loads, loadErrors, refused, storeErrors, bypassed, leaseWaits, retried atomic.Uint64
+	refreshes, refreshesStored                                                     atomic.Uint64
 
 	wake    chan struct{} // nudges the retry loop
 	stop    chan struct{} // closed by Close
@@ -123,6 +146,12 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if cfg.Jitter > 1 {
 		return nil, fmt.Errorf("%w: Jitter %v above 1", ErrConfig, cfg.Jitter)
+	}
+	if cfg.EarlyRefresh < 0 || math.IsNaN(cfg.EarlyRefresh) || math.IsInf(cfg.EarlyRefresh, 0) {
+		return nil, fmt.Errorf("%w: EarlyRefresh %v is not a finite beta >= 0", ErrConfig, cfg.EarlyRefresh)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	cfg.TTL = orDefault(cfg.TTL, 5*time.Minute)
 	cfg.NegativeTTL = orDefault(cfg.NegativeTTL, 30*time.Second)
@@ -195,12 +224,16 @@ func (c *Cache) get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 		if c.pending.has(key) && !c.flushPending(ctx, key) {
 			// The store refused this key's invalidation just now: read the source.
 			c.bypassed.Add(1)
-			v, _, err := c.loadOnce(ctx, key, load)
+			v, _, _, err := c.loadOnce(ctx, key, load)
 			return v, err
 		}
 		e, ok, err := c.storeGet(ctx, key)
 		if ok {
 			c.hits.add()
+			if c.cfg.EarlyRefresh > 0 && e.Cost > 0 && !e.Expires.IsZero() &&
+				refreshDue(e.Expires.Sub(c.cfg.Now()), e.Cost, c.cfg.EarlyRefresh, rand.Float64()) {
+				c.refresh(ctx, key, load, e)
+			}
 			if e.Negative {
 				return nil, notFound(key)
 			}
@@ -213,7 +246,7 @@ func (c *Cache) get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 		f, leader, joined := c.flights.join(key)
 		if leader {
 			c.wg.Add(1)
-			go c.fill(context.WithoutCancel(ctx), key, load, f, err == nil)
+			go c.fill(context.WithoutCancel(ctx), key, load, f, err == nil, nil)
 		}
 		select {
 		case <-f.done:
@@ -244,16 +277,62 @@ func (c *Cache) storeGet(ctx context.Context, key string) (Entry, bool, error) {
 	return e, ok, nil
 }
 
+// refreshDue is the XFetch decision for an entry with remaining lifetime remaining and load
+// cost cost: refresh when remaining <= cost*beta*-ln(1-r), r uniform in [0, 1). An entry
+// already past its expiry by the reader's clock is always due.
+func refreshDue(remaining, cost time.Duration, beta, r float64) bool {
+	if remaining <= 0 {
+		return true
+	}
+	x := float64(remaining) / (float64(cost) * beta)
+	if x > 50 { // probability below e^-50: skip the logarithm
+		return false
+	}
+	return -math.Log1p(-r) >= x
+}
+
+// refresh starts an early refresh of key, whose entry e was due, unless this process loads
+// the key already. The refresh is a flight like a fill's, so misses of the key meanwhile join
+// it, and it never blocks the caller, which returns the entry it read.
+func (c *Cache) refresh(ctx context.Context, key string, load LoadFunc, e Entry) {
+	f, leader, _ := c.flights.join(key)
+	if !leader {
+		return
+	}
+	c.refreshes.Add(1)
+	c.wg.Add(1)
+	go c.fill(context.WithoutCancel(ctx), key, load, f, true, &Entry{Version: e.Version, Expires: e.Expires, Cost: e.Cost})
+}
+
 // fill is the leader of a flight: it takes the fill lease (or waits for another process's
 // fill), loads the key, stores the result if newer, and publishes it to the flight.
-func (c *Cache) fill(ctx context.Context, key string, load LoadFunc, f *flight, storeUp bool) {
+//
+// With a due entry (not nil) the flight is an early refresh of it: it stores with
+// SetIfNotOlder (so that an unchanged value extends the entry's life), and where a fill
+// would wait for another process's fill, or go on without the store, it gives up, since the
+// entry is still served. Giving up because another process holds the lease keeps the flight
+// for a pause of about one load first, so that the hits of this process do not try for the
+// lease over and over while the holder reloads. With the lease, it reads the entry again and
+// gives up if it changed since the hit that found it due (another process refreshed it).
+func (c *Cache) fill(ctx context.Context, key string, load LoadFunc, f *flight, storeUp bool, due *Entry) {
 	defer c.wg.Done()
+	refresh := due != nil
 	failuresAtStart := c.storeErrors.Load()
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
 	defer cancel()
+	giveUp := func() {
+		c.flights.finish(key, f, nil, nil, false)
+		c.refreshEnded(key, false)
+	}
 	if storeUp && c.cfg.LeaseTTL > 0 {
 		l, ok, err := c.lease(ctx, key)
 		switch {
+		case refresh && !ok:
+			if err == nil {
+				c.pause(ctx, min(due.Cost, c.cfg.LeaseWait))
+			}
+			giveUp()
+			return
 		case err != nil:
 			storeUp = false
 		case ok:
@@ -274,21 +353,62 @@ func (c *Cache) fill(ctx context.Context, key string, load LoadFunc, f *flight, 
 			}
 		}
 	}
+	if refresh && c.cfg.LeaseTTL > 0 {
+		e, ok, err := c.storeGet(ctx, key)
+		if err != nil || (ok && (e.Version != due.Version || !e.Expires.Equal(due.Expires))) {
+			giveUp()
+			return
+		}
+	}
 	c.flights.start(f)
-	value, version, err := c.loadOnce(ctx, key, load)
+	value, version, cost, err := c.loadOnce(ctx, key, load)
 	// A fill stores its value only if no store call of this cache failed since the fill
 	// began: a failure may mean the store restarted and lost the tombstone that would have
 	// refused this value, had a write overtaken the load meanwhile.
 	storeUp = storeUp && c.storeErrors.Load() == failuresAtStart
+	if refresh {
+		// A refresh hands its result to the misses that joined it only if the store answered
+		// its set; otherwise they read again (nobody else saw the value: no fence needed).
+		res, answered := Refused, false
+		switch {
+		case err == nil && storeUp:
+			res, answered = c.put(ctx, key, Entry{Value: value, Version: version, Cost: cost}, c.cfg.TTL, true)
+		case errors.Is(err, ErrNotFound) && storeUp:
+			res, answered = c.put(ctx, key, Entry{Negative: true, Version: version, Cost: cost}, c.cfg.NegativeTTL, true)
+		}
+		if res == Stored {
+			c.refreshesStored.Add(1)
+		}
+		c.flights.finish(key, f, value, err, answered)
+		c.refreshEnded(key, res == Stored)
+		return
+	}
 	switch {
 	case err == nil && storeUp:
-		c.set(ctx, key, Entry{Value: value, Version: version}, c.cfg.TTL)
+		c.set(ctx, key, Entry{Value: value, Version: version, Cost: cost}, c.cfg.TTL)
 	case errors.Is(err, ErrNotFound) && storeUp:
-		c.set(ctx, key, Entry{Negative: true, Version: version}, c.cfg.NegativeTTL)
+		c.set(ctx, key, Entry{Negative: true, Version: version, Cost: cost}, c.cfg.NegativeTTL)
 	case err == nil || errors.Is(err, ErrNotFound):
 		c.fence(ctx, key, version)
 	}
 	c.flights.finish(key, f, value, err, true)
+}
+
+// pause waits for d, or less if ctx ends or the Cache closes.
+func (c *Cache) pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	case <-c.stop:
+	}
+}
+
+func (c *Cache) refreshEnded(key string, stored bool) {
+	if h := c.cfg.Hooks.OnRefresh; h != nil {
+		h(key, stored)
+	}
 }
 
 // fence is what a load that may not store its value does before returning it: a tombstone
@@ -369,8 +489,9 @@ func (c *Cache) awaitFill(ctx context.Context, key string) (Entry, bool) {
 	}
 }
 
-// loadOnce calls load, or the Source's Load when load is nil, and counts it.
-func (c *Cache) loadOnce(ctx context.Context, key string, load LoadFunc) ([]byte, int64, error) {
+// loadOnce calls load, or the Source's Load when load is nil, and counts it. It returns the
+// load's duration as well (its cost, for early refresh).
+func (c *Cache) loadOnce(ctx context.Context, key string, load LoadFunc) ([]byte, int64, time.Duration, error) {
 	start := time.Now()
 	var value []byte
 	var version int64
@@ -384,31 +505,45 @@ func (c *Cache) loadOnce(ctx context.Context, key string, load LoadFunc) ([]byte
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		c.loadErrors.Add(1)
 	}
+	cost := time.Since(start)
 	if h := c.cfg.Hooks.OnLoad; h != nil {
-		h(key, time.Since(start), err)
+		h(key, cost, err)
 	}
 	if err == nil && value == nil {
 		value = []byte{}
 	}
-	return value, version, err
+	return value, version, cost, err
 }
 
 // set stores e if newer, unless key has a pending invalidation. It reports whether the
 // store answered (stored or refused).
 func (c *Cache) set(ctx context.Context, key string, e Entry, ttl time.Duration) bool {
+	_, answered := c.put(ctx, key, e, ttl, false)
+	return answered
+}
+
+// put stores e with SetIfNewer, or SetIfNotOlder when notOlder is set (an early refresh),
+// unless key has a pending invalidation (then it stores nothing and reports Refused). It
+// reports whether the store answered.
+func (c *Cache) put(ctx context.Context, key string, e Entry, ttl time.Duration, notOlder bool) (SetResult, bool) {
 	if c.pending.has(key) {
-		return true
+		return Refused, true
 	}
 	tok, err := c.br.Allow()
 	if err != nil {
 		c.storeErrors.Add(1)
-		return false
+		return 0, false
 	}
-	r, err := c.store.SetIfNewer(ctx, key, e, c.jitter(ttl))
+	var r SetResult
+	if notOlder {
+		r, err = c.store.SetIfNotOlder(ctx, key, e, c.jitter(ttl))
+	} else {
+		r, err = c.store.SetIfNewer(ctx, key, e, c.jitter(ttl))
+	}
 	tok.Done(err)
 	if err != nil {
 		c.storeErrors.Add(1)
-		return false
+		return 0, false
 	}
 	if r == Refused {
 		c.refused.Add(1)
@@ -416,7 +551,7 @@ func (c *Cache) set(ctx context.Context, key string, e Entry, ttl time.Duration)
 			h(key, e.Version)
 		}
 	}
-	return true
+	return r, true
 }
 
 func (c *Cache) jitter(ttl time.Duration) time.Duration {
@@ -586,6 +721,7 @@ func (c *Cache) Stats() Stats {
 		LoadErrors: c.loadErrors.Load(), Refused: c.refused.Load(), StoreErrors: c.storeErrors.Load(),
 		Bypassed: c.bypassed.Load(), LeaseWaits: c.leaseWaits.Load(),
 		PendingDepth: int(c.pending.n.Load()), PendingRetried: c.retried.Load(),
+		Refreshes: c.refreshes.Load(), RefreshesStored: c.refreshesStored.Load(),
 	}
 }
 

@@ -114,6 +114,14 @@ func (f *flakyStore) SetIfNewer(ctx context.Context, k string, e cache.Entry, tt
 	return f.Store.SetIfNewer(ctx, k, e, ttl)
 }
 
+func (f *flakyStore) SetIfNotOlder(ctx context.Context, k string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
+	if !f.enter() {
+		return 0, errDown
+	}
+	defer f.calls.Add(-1)
+	return f.Store.SetIfNotOlder(ctx, k, e, ttl)
+}
+
 func (f *flakyStore) Invalidate(ctx context.Context, k string, v int64, ttl time.Duration) error {
 	if !f.enter() {
 		return errDown

@@ -126,81 +126,102 @@ var linearizabilityStores = []sharedStore{
 
 // TestLinearizable: 8 clients read and write 3 keys through each strategy over each store,
 // while the store restarts (loses every entry) three times; porcupine finds the history
-// linearizable.
+// linearizable. The early-refresh runs read with a clock an hour ahead, so that every hit on
+// an entry with a load cost (a fill's, not a write-through's) also starts a background
+// refresh of its key.
 func TestLinearizable(t *testing.T) {
+	var refreshed uint64
 	for _, st := range linearizabilityStores {
 		for _, sg := range strategies {
-			t.Run(st.name+"/"+sg.name, func(t *testing.T) {
-				src := newFakeSource()
-				store, wipe := st.open(t)
-				// A restart: the store answers nothing for a moment (callers see errors), then
-				// comes back empty, tombstones included.
-				fl := &flakyStore{Store: store}
-				c := newCache(t, cache.Config{Store: fl, Source: src})
-				restart := func() {
-					before := c.Stats().StoreErrors
-					fl.down.Store(true)
-					for c.Stats().StoreErrors == before {
-						time.Sleep(100 * time.Microsecond) // polling: until a call has seen the outage
-					}
-					for fl.calls.Load() != 0 {
-						time.Sleep(100 * time.Microsecond) // polling: calls that got in before the outage land
-					}
-					wipe()
-					fl.down.Store(false)
+			for _, early := range []bool{false, true} {
+				name := st.name + "/" + sg.name
+				if early {
+					name += "/early-refresh"
 				}
-				read, write := sg.read(c, src), sg.write(c)
-				var rec recorder
-				const clients, opsPerClient = 8, 300
-				keys := []string{"a", "b", "c"}
-				var wg sync.WaitGroup
-				var done atomic.Int64
-				for id := range clients {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						rng := rand.New(rand.NewPCG(uint64(id), 7))
-						ctx := context.Background()
-						for i := range opsPerClient {
-							k := keys[rng.IntN(len(keys))]
-							if rng.IntN(4) == 0 {
-								v := fmt.Sprintf("%d-%d", id, i)
-								rec.do(id, kvInput{write: true, key: k, value: v}, func() string {
-									if _, err := write(ctx, k, []byte(v)); err != nil {
-										t.Errorf("write: %v", err)
-									}
-									return ""
-								})
-							} else {
-								rec.do(id, kvInput{key: k}, func() string {
-									got, err := read(ctx, k)
-									if err != nil && !errors.Is(err, cache.ErrNotFound) {
-										t.Errorf("read: %v", err)
-									}
-									return string(got)
-								})
-							}
-							done.Add(1)
-						}
-					}()
-				}
-				// Restart the store three times during the run.
-				for r := 1; r <= 3; r++ {
-					for done.Load() < int64(r*clients*opsPerClient/4) {
-						time.Sleep(time.Millisecond) // polling
-					}
-					restart()
-				}
-				wg.Wait()
-				if res := rec.check(t); res != porcupine.Ok {
-					t.Fatalf("history of %d operations is %v, want linearizable", len(rec.ops), res)
-				}
-				if s := c.Stats(); s.Hits == 0 || s.Loads == 0 {
-					t.Fatalf("stats %+v: the run did not exercise both hits and loads", s)
-				}
-			})
+				t.Run(name, func(t *testing.T) { refreshed += testLinearizable(t, st, sg, early) })
+			}
 		}
 	}
+	if refreshed == 0 && !t.Failed() {
+		t.Fatal("no early refresh was stored in any run: the early-refresh runs checked nothing more")
+	}
+}
+
+// testLinearizable runs one history and returns the number of early refreshes stored.
+func testLinearizable(t *testing.T, st sharedStore, sg strategy, early bool) uint64 {
+	src := newFakeSource()
+	store, wipe := st.open(t)
+	// A restart: the store answers nothing for a moment (callers see errors), then
+	// comes back empty, tombstones included.
+	fl := &flakyStore{Store: store}
+	cfg := cache.Config{Store: fl, Source: src}
+	if early {
+		cfg.EarlyRefresh = 1
+		cfg.Now = func() time.Time { return time.Now().Add(time.Hour) }
+	}
+	c := newCache(t, cfg)
+	restart := func() {
+		before := c.Stats().StoreErrors
+		fl.down.Store(true)
+		for c.Stats().StoreErrors == before {
+			time.Sleep(100 * time.Microsecond) // polling: until a call has seen the outage
+		}
+		for fl.calls.Load() != 0 {
+			time.Sleep(100 * time.Microsecond) // polling: calls that got in before the outage land
+		}
+		wipe()
+		fl.down.Store(false)
+	}
+	read, write := sg.read(c, src), sg.write(c)
+	var rec recorder
+	const clients, opsPerClient = 8, 300
+	keys := []string{"a", "b", "c"}
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	for id := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(id), 7))
+			ctx := context.Background()
+			for i := range opsPerClient {
+				k := keys[rng.IntN(len(keys))]
+				if rng.IntN(4) == 0 {
+					v := fmt.Sprintf("%d-%d", id, i)
+					rec.do(id, kvInput{write: true, key: k, value: v}, func() string {
+						if _, err := write(ctx, k, []byte(v)); err != nil {
+							t.Errorf("write: %v", err)
+						}
+						return ""
+					})
+				} else {
+					rec.do(id, kvInput{key: k}, func() string {
+						got, err := read(ctx, k)
+						if err != nil && !errors.Is(err, cache.ErrNotFound) {
+							t.Errorf("read: %v", err)
+						}
+						return string(got)
+					})
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	// Restart the store three times during the run.
+	for r := 1; r <= 3; r++ {
+		for done.Load() < int64(r*clients*opsPerClient/4) {
+			time.Sleep(time.Millisecond) // polling
+		}
+		restart()
+	}
+	wg.Wait()
+	if res := rec.check(t); res != porcupine.Ok {
+		t.Fatalf("history of %d operations is %v, want linearizable", len(rec.ops), res)
+	}
+	if s := c.Stats(); s.Hits == 0 || s.Loads == 0 {
+		t.Fatalf("stats %+v: the run did not exercise both hits and loads", s)
+	}
+	return c.Stats().RefreshesStored
 }
 
 // TestLinearizabilityCatchesNaive: the stale-set schedule, recorded as a history, is caught

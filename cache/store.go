@@ -25,9 +25,19 @@ type Entry struct {
 	Version int64
 	// Negative marks "absent at Version": a cached not-found, or a tombstone.
 	Negative bool
+	// Expires is when the entry expires, as Get reports it: the time of the set that wrote
+	// it plus its ttl, read from the setter's clock. Zero when the entry does not expire or
+	// the store cannot tell. The shared stores ignore it in a set (the ttl argument decides);
+	// memstore keeps a non-zero one as given, so that a two-tier store's L1 reports the
+	// expiry of the L2 entry it copies. Early refresh (Config.EarlyRefresh) reads it.
+	Expires time.Time
+	// Cost is how long the value took to load from the source: stored with the entry by a
+	// set and returned by Get, so that early refresh knows how far ahead of expiry to
+	// reload. Zero when unknown (such an entry is not refreshed early).
+	Cost time.Duration
 }
 
-// SetResult says what SetIfNewer did.
+// SetResult says what SetIfNewer or SetIfNotOlder did.
 type SetResult int
 
 const (
@@ -42,10 +52,14 @@ const (
 // Memcached, two-tier. Implementations are safe for concurrent use and bound every network
 // call by a timeout.
 //
-// The one rule that prevents stale sets, applied atomically by SetIfNewer and Invalidate (a
-// Lua script in Redis, gets/cas in Memcached, a CAS loop in memory):
+// The one rule that prevents stale sets, applied atomically by SetIfNewer, SetIfNotOlder and
+// Invalidate (a Lua script in Redis, gets/cas in Memcached, a CAS loop in memory):
 //   - SetIfNewer(e) writes iff the key holds nothing, or a tombstone of version <= e.Version,
 //     or an entry of version < e.Version.
+//   - SetIfNotOlder(e) writes iff the key holds nothing, or anything (entry or tombstone) of
+//     version <= e.Version. It differs from SetIfNewer only on an entry of the same version,
+//     which it rewrites: an early refresh that reloaded an unchanged value extends the
+//     entry's life this way. It never writes below a newer entry or tombstone.
 //   - Invalidate(v) writes a tombstone at v iff the key holds nothing, or anything of version
 //     <= v. A newer entry or tombstone is left alone.
 //
@@ -60,6 +74,10 @@ type Store interface {
 	// SetIfNewer stores e under key for ttl unless the store holds a newer entry or
 	// tombstone (see the rule above).
 	SetIfNewer(ctx context.Context, key string, e Entry, ttl time.Duration) (SetResult, error)
+	// SetIfNotOlder stores e under key for ttl unless the store holds a newer entry or
+	// tombstone: like SetIfNewer, but it also replaces an entry of the same version (with
+	// e's ttl and Cost). Early refresh uses it; fills and writes use SetIfNewer.
+	SetIfNotOlder(ctx context.Context, key string, e Entry, ttl time.Duration) (SetResult, error)
 	// Invalidate replaces whatever is under key with a tombstone at version for ttl, unless
 	// the store already holds something newer. After it returns, no SetIfNewer with a version
 	// < version succeeds while the tombstone lives: keep ttl longer than the longest load, so

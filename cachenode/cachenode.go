@@ -262,13 +262,21 @@ func (s *Server) handle(f wire.Frame) wire.Response {
 		if !ok {
 			return wire.Response{Status: wire.StatusMiss}
 		}
-		return wire.Response{Status: wire.StatusHit, Version: e.Version, Negative: e.Negative, Value: e.Value}
-	case wire.OpSetIfNewer:
-		e := cache.Entry{Value: req.Value, Version: req.Version, Negative: req.Negative}
+		r := wire.Response{Status: wire.StatusHit, Version: e.Version, Negative: e.Negative, Value: e.Value, Cost: e.Cost}
+		if !e.Expires.IsZero() {
+			r.Expires = e.Expires.UnixNano()
+		}
+		return r
+	case wire.OpSetIfNewer, wire.OpSetIfNotOlder:
+		e := cache.Entry{Value: req.Value, Version: req.Version, Negative: req.Negative, Cost: req.Cost}
 		if !e.Negative && e.Value == nil {
 			e.Value = []byte{}
 		}
-		res, err := st.SetIfNewer(ctx, req.Key, e, req.TTL)
+		set := st.SetIfNewer
+		if req.Op == wire.OpSetIfNotOlder {
+			set = st.SetIfNotOlder
+		}
+		res, err := set(ctx, req.Key, e, req.TTL)
 		if err != nil {
 			return errResponse(err)
 		}

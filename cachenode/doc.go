@@ -1,8 +1,8 @@
 // Package cachenode is Strata's embedded shared cache tier: a small network server that holds
 // a cache.Store (usually a memstore.Store bounded in bytes) and serves exactly the cache.Store
-// contract — Get, SetIfNewer, Invalidate, Delete, Lease and Release — to the app servers over
-// TCP, so that several app server processes share one cache with the ordering rule applied
-// atomically in one place. `strata cachenode` runs it; `strata up` starts it as a process of
+// contract — Get, SetIfNewer, SetIfNotOlder, Invalidate, Delete, Lease and Release — to the
+// app servers over TCP, so that several app server processes share one cache with the
+// ordering rule applied atomically in one place. `strata cachenode` runs it; `strata up` starts it as a process of
 // its own; package cache/nodestore is its client.
 //
 // # Protocol

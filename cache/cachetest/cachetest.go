@@ -6,8 +6,10 @@
 //	}
 //
 // The suite checks misses and hits, empty values, negative entries, expiry of entries,
-// tombstones and leases, the SetIfNewer/Invalidate ordering rule in every case, the
-// atomicity of SetIfNewer under concurrent writers, lease exclusivity and Delete.
+// tombstones and leases, the SetIfNewer/SetIfNotOlder/Invalidate ordering rule in every case,
+// the expiry and cost Get reports, that SetIfNotOlder extends the life of an entry of the same
+// version, the atomicity of SetIfNewer and SetIfNotOlder under concurrent writers, lease
+// exclusivity and Delete.
 //
 // Expiry is checked by polling the store's own answer with a bounded deadline: the shortest
 // TTL the suite uses is one second (Memcached counts in whole seconds), and a store has
@@ -60,11 +62,14 @@ func Run(t *testing.T, newStore func(t *testing.T) cache.Store) {
 		{"NegativeEntry", testNegative},
 		{"ZeroTTLDoesNotExpire", testZeroTTL},
 		{"SetIfNewerOrdering", testSetOrdering},
+		{"SetIfNotOlderOrdering", testNotOlderOrdering},
+		{"ExpiresAndCost", testExpiresAndCost},
 		{"InvalidateOrdering", testInvalidateOrdering},
 		{"TombstoneIsMiss", testTombstoneMiss},
 		{"Delete", testDelete},
 		{"ConcurrentSetIfNewer", testConcurrentSet},
 		{"ConcurrentSetAndInvalidate", testConcurrentSetInvalidate},
+		{"ConcurrentSetIfNotOlderAndInvalidate", testConcurrentNotOlderInvalidate},
 		{"LeaseExclusive", testLeaseExclusive},
 		{"LeaseRelease", testLeaseRelease},
 	}
@@ -78,6 +83,7 @@ func Run(t *testing.T, newStore func(t *testing.T) cache.Store) {
 			fn   func(t *testing.T, s cache.Store)
 		}{
 			{"Entry", testEntryExpires},
+			{"SetIfNotOlderExtendsLife", testNotOlderExtends},
 			{"NegativeEntry", testNegativeExpires},
 			{"Tombstone", testTombstoneExpires},
 			{"Lease", testLeaseExpires},
@@ -121,6 +127,18 @@ func mustSet(t *testing.T, s cache.Store, k string, e cache.Entry, ttl time.Dura
 	}
 	if r != cache.Stored && r != cache.Refused {
 		t.Fatalf("SetIfNewer(%q, v%d) = %d, want Stored or Refused", k, e.Version, r)
+	}
+	return r
+}
+
+func mustSetNotOlder(t *testing.T, s cache.Store, k string, e cache.Entry, ttl time.Duration) cache.SetResult {
+	t.Helper()
+	r, err := s.SetIfNotOlder(ctxOf(t), k, e, ttl)
+	if err != nil {
+		t.Fatalf("SetIfNotOlder(%q, v%d): %v", k, e.Version, err)
+	}
+	if r != cache.Stored && r != cache.Refused {
+		t.Fatalf("SetIfNotOlder(%q, v%d) = %d, want Stored or Refused", k, e.Version, r)
 	}
 	return r
 }
@@ -310,6 +328,94 @@ func testSetOrdering(t *testing.T, s cache.Store) {
 	}
 }
 
+// testNotOlderOrdering: SetIfNotOlder writes over nothing and over anything of a version
+// <= its own (an entry of the same version included), and never below a newer entry or
+// tombstone.
+func testNotOlderOrdering(t *testing.T, s cache.Store) {
+	for _, st := range []state{stateNothing, stateEntry, stateNegative, stateTombstone} {
+		for _, v := range []int64{4, 5, 6} {
+			for _, neg := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%v/v%d/negative=%v", st, v, neg), func(t *testing.T) {
+					k := key(t, "k")
+					prepare(t, s, k, st)
+					e := cache.Entry{Value: []byte("refreshed-" + strconv.FormatInt(v, 10)), Version: v}
+					if neg {
+						e = cache.Entry{Negative: true, Version: v}
+					}
+					want := cache.Refused
+					if st == stateNothing || v >= 5 {
+						want = cache.Stored
+					}
+					if got := mustSetNotOlder(t, s, k, e, LongTTL); got != want {
+						t.Fatalf("SetIfNotOlder(v%d) over %v at v5 = %d, want %d", v, st, got, want)
+					}
+					switch {
+					case want == cache.Stored:
+						wantEntry(t, s, k, e)
+					case st == stateTombstone:
+						wantTombstoneAt(t, s, k, 5)
+					default:
+						wantEntry(t, s, k, prepared(st))
+					}
+				})
+			}
+		}
+	}
+}
+
+// testExpiresAndCost: Get reports the load cost a set gave and an expiry of the set's time
+// plus its ttl (none for ttl 0); a SetIfNotOlder of the same version replaces both.
+func testExpiresAndCost(t *testing.T, s cache.Store) {
+	const slack = time.Millisecond
+	check := func(k string, cost time.Duration, before, after time.Time, ttl time.Duration) {
+		t.Helper()
+		got, ok := mustGet(t, s, k)
+		if !ok {
+			t.Fatalf("Get(%q): miss", k)
+		}
+		if got.Cost != cost {
+			t.Fatalf("Get(%q).Cost = %v, want %v", k, got.Cost, cost)
+		}
+		if ttl <= 0 {
+			if !got.Expires.IsZero() {
+				t.Fatalf("Get(%q).Expires = %v, want none for an entry without expiry", k, got.Expires)
+			}
+			return
+		}
+		lo, hi := before.Add(ttl-slack), after.Add(ttl+slack)
+		if got.Expires.Before(lo) || got.Expires.After(hi) {
+			t.Fatalf("Get(%q).Expires = %v, want within [%v, %v]", k, got.Expires, lo, hi)
+		}
+	}
+	k := key(t, "k")
+	before := time.Now()
+	mustSet(t, s, k, cache.Entry{Value: val(1), Version: 1, Cost: 1500 * time.Microsecond}, LongTTL)
+	after := time.Now()
+	check(k, 1500*time.Microsecond, before, after, LongTTL)
+	// A refresh of the same version: new cost, new expiry.
+	before = time.Now()
+	if r := mustSetNotOlder(t, s, k, cache.Entry{Value: val(1), Version: 1, Cost: 2 * time.Millisecond}, 2*LongTTL); r != cache.Stored {
+		t.Fatal("SetIfNotOlder of the same version: refused")
+	}
+	after = time.Now()
+	check(k, 2*time.Millisecond, before, after, 2*LongTTL)
+	wantEntry(t, s, k, entry(1))
+	// A negative entry carries them too; an entry without cost reports none.
+	kn := key(t, "neg")
+	before = time.Now()
+	mustSet(t, s, kn, cache.Entry{Negative: true, Version: 2, Cost: time.Second}, LongTTL)
+	after = time.Now()
+	check(kn, time.Second, before, after, LongTTL)
+	kz := key(t, "nocost")
+	before = time.Now()
+	mustSet(t, s, kz, entry(3), LongTTL)
+	after = time.Now()
+	check(kz, 0, before, after, LongTTL)
+	k0 := key(t, "noexpiry")
+	mustSet(t, s, k0, cache.Entry{Value: val(1), Version: 1, Cost: time.Millisecond}, 0)
+	check(k0, time.Millisecond, time.Time{}, time.Time{}, 0)
+}
+
 func testInvalidateOrdering(t *testing.T, s cache.Store) {
 	for _, st := range []state{stateNothing, stateEntry, stateNegative, stateTombstone} {
 		for _, v := range []int64{4, 5, 6} {
@@ -454,6 +560,47 @@ func testConcurrentSetInvalidate(t *testing.T, s cache.Store) {
 	wantEntry(t, s, k, entry(n))
 }
 
+// testConcurrentNotOlderInvalidate races refreshes (SetIfNotOlder) of versions 1..n, each
+// version set by two writers, with invalidations at every even version: whatever the
+// interleaving, no refresh lands below a newer tombstone or entry, so what remains is the
+// newest (n is odd: an entry at n), and a refresh of n-1 is refused afterwards.
+func testConcurrentNotOlderInvalidate(t *testing.T, s cache.Store) {
+	const n = 101
+	k := key(t, "k")
+	ctx := ctxOf(t)
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, i := range rand.New(rand.NewPCG(uint64(w), 3)).Perm(n) {
+				v := int64(i + 1)
+				var err error
+				if w%2 == 0 || v%2 == 1 {
+					_, err = s.SetIfNotOlder(ctx, k, entry(v), LongTTL)
+				} else {
+					err = s.Invalidate(ctx, k, v, LongTTL)
+				}
+				if err != nil {
+					failed.Store(true)
+					t.Errorf("write v%d: %v", v, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() {
+		return
+	}
+	wantEntry(t, s, k, entry(n))
+	if r := mustSetNotOlder(t, s, k, entry(n-1), LongTTL); r != cache.Refused {
+		t.Fatalf("SetIfNotOlder(v%d) over an entry at v%d: stored", n-1, n)
+	}
+	wantEntry(t, s, k, entry(n))
+}
+
 func testLeaseExclusive(t *testing.T, s cache.Store) {
 	const callers = 32
 	k := key(t, "k")
@@ -542,6 +689,23 @@ func testEntryExpires(t *testing.T, s cache.Store) {
 	if r := mustSet(t, s, k, entry(0), LongTTL); r != cache.Stored {
 		t.Fatal("SetIfNewer over an expired entry: refused")
 	}
+}
+
+// testNotOlderExtendsLife: a SetIfNotOlder of the same version with a long ttl keeps an entry
+// alive past the expiry of its first set, as an early refresh must; its twin, not refreshed,
+// expires.
+func testNotOlderExtends(t *testing.T, s cache.Store) {
+	k, twin := key(t, "refreshed"), key(t, "twin")
+	mustSet(t, s, k, entry(1), ShortTTL)
+	mustSet(t, s, twin, entry(1), ShortTTL)
+	if r := mustSet(t, s, k, entry(1), LongTTL); r != cache.Refused {
+		t.Fatal("SetIfNewer of the same version: stored, want refused")
+	}
+	if r := mustSetNotOlder(t, s, k, entry(1), LongTTL); r != cache.Stored {
+		t.Fatal("SetIfNotOlder of the same version: refused, want stored")
+	}
+	eventually(t, "the twin entry expired", func() bool { _, ok := mustGet(t, s, twin); return !ok })
+	wantEntry(t, s, k, entry(1))
 }
 
 func testNegativeExpires(t *testing.T, s cache.Store) {

@@ -1,7 +1,8 @@
 // Package memcachestore is a cache.Store over memcached, on gomemcache.
 //
-// Each entry is one item: a flags byte (negative, tombstone), the version as eight
-// big-endian bytes, then the value. SetIfNewer and Invalidate apply the ordering rule of
+// Each entry is one item: a flags byte (negative, tombstone, meta), the version as eight
+// big-endian bytes, the expiry and load cost (8 bytes each, for early refresh), then the
+// value. SetIfNewer, SetIfNotOlder and Invalidate apply the ordering rule of
 // cache.Store with a gets/cas loop: add when the key is absent (so two first writers cannot
 // both win), otherwise read the item with its CAS token, decide by version, and
 // compare-and-swap; a lost race reads again, up to Config.MaxCASAttempts. Tombstones are

@@ -192,9 +192,27 @@ func (s *Store) apply(ctx context.Context, op, key string, val []byte, ttl time.
 // SetIfNewer stores e under key for ttl unless memcached holds a newer entry or tombstone,
 // with a gets/cas loop.
 func (s *Store) SetIfNewer(ctx context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
-	return s.apply(ctx, "set", key, entrycodec.Encode(e, false), ttl, func(cur cache.Entry, tomb bool) bool {
+	return s.apply(ctx, "set", key, encode(e, ttl), ttl, func(cur cache.Entry, tomb bool) bool {
 		return cur.Version > e.Version || (cur.Version == e.Version && !tomb)
 	})
+}
+
+// SetIfNotOlder stores e under key for ttl unless memcached holds a newer entry or
+// tombstone; an entry of the same version is replaced. A gets/cas loop.
+func (s *Store) SetIfNotOlder(ctx context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
+	return s.apply(ctx, "set if not older", key, encode(e, ttl), ttl, func(cur cache.Entry, _ bool) bool {
+		return cur.Version > e.Version
+	})
+}
+
+// encode returns the stored form of e with its expiry, now plus ttl (memcached itself may
+// keep the item up to a second longer: it counts whole seconds).
+func encode(e cache.Entry, ttl time.Duration) []byte {
+	e.Expires = time.Time{}
+	if ttl > 0 {
+		e.Expires = time.Now().Add(ttl)
+	}
+	return entrycodec.Encode(e, false)
 }
 
 // Invalidate leaves a tombstone at version for ttl unless memcached holds something newer.

@@ -53,6 +53,8 @@ type item struct {
 	value   []byte
 	version int64
 	ttl     time.Duration
+	expires int64 // unix nanoseconds reported by Get; 0: none
+	cost    time.Duration
 	kind    uint8
 }
 
@@ -141,12 +143,27 @@ func (s *Store) Get(_ context.Context, key string) (cache.Entry, bool, error) {
 		}
 		return cache.Entry{}, false, nil
 	}
-	return cache.Entry{Value: it.value, Version: it.version, Negative: it.kind == kindNegative}, true, nil
+	e := cache.Entry{Value: it.value, Version: it.version, Negative: it.kind == kindNegative, Cost: it.cost}
+	if it.expires != 0 {
+		e.Expires = time.Unix(0, it.expires)
+	}
+	return e, true, nil
 }
 
 // SetIfNewer stores e unless the store holds a newer entry or tombstone (see cache.Store).
-// The store keeps e.Value without copying it.
+// The store keeps e.Value without copying it. A non-zero e.Expires is kept as the expiry
+// Get reports (a two-tier L1 copying an L2 entry); otherwise Get reports now plus ttl.
 func (s *Store) SetIfNewer(_ context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
+	return s.set(key, e, ttl, false)
+}
+
+// SetIfNotOlder stores e unless the store holds a newer entry or tombstone; an entry of
+// the same version is replaced (see cache.Store).
+func (s *Store) SetIfNotOlder(_ context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
+	return s.set(key, e, ttl, true)
+}
+
+func (s *Store) set(key string, e cache.Entry, ttl time.Duration, sameVersion bool) (cache.SetResult, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -156,10 +173,17 @@ func (s *Store) SetIfNewer(_ context.Context, key string, e cache.Entry, ttl tim
 	} else if value == nil {
 		value = []byte{}
 	}
-	next := &item{value: value, version: e.Version, ttl: ttlOf(ttl), kind: kind}
+	next := &item{value: value, version: e.Version, ttl: ttlOf(ttl), cost: max(e.Cost, 0), kind: kind}
+	switch {
+	case !e.Expires.IsZero():
+		next.expires = e.Expires.UnixNano()
+	case ttl > 0:
+		next.expires = time.Now().Add(ttl).UnixNano()
+	}
 	res := cache.Refused
 	s.items.Compute(key, func(old *item, found bool) (*item, otter.ComputeOp) {
-		if found && (old.version > e.Version || (old.version == e.Version && old.kind != kindTombstone)) {
+		if found && (old.version > e.Version ||
+			(old.version == e.Version && old.kind != kindTombstone && !sameVersion)) {
 			return old, otter.CancelOp
 		}
 		res = cache.Stored

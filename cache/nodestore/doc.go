@@ -19,7 +19,8 @@
 // requires a shared token as the first frame of each connection.
 //
 // The node applies the cache.Store rules itself (it serves any Store, usually a
-// memstore.Store), so SetIfNewer and Invalidate stay atomic across app servers. Fill leases
+// memstore.Store), so SetIfNewer, SetIfNotOlder and Invalidate stay atomic across app
+// servers. Fill leases
 // are kept by the node; the client holds the token that releases one.
 //
 // # Compared with the peers

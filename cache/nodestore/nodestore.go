@@ -114,18 +114,31 @@ func (s *Store) Get(ctx context.Context, key string) (cache.Entry, bool, error) 
 	case wire.StatusMiss:
 		return cache.Entry{}, false, nil
 	case wire.StatusHit:
-		e := cache.Entry{Value: r.Value, Version: r.Version, Negative: r.Negative}
+		e := cache.Entry{Value: r.Value, Version: r.Version, Negative: r.Negative, Cost: r.Cost}
 		if !e.Negative && e.Value == nil {
 			e.Value = []byte{}
+		}
+		if r.Expires != 0 {
+			e.Expires = time.Unix(0, r.Expires)
 		}
 		return e, true, nil
 	}
 	return cache.Entry{}, false, unexpected(r)
 }
 
-// SetIfNewer implements cache.Store.
+// SetIfNewer implements cache.Store. e.Expires is not sent: the node reports the expiry of
+// the ttl.
 func (s *Store) SetIfNewer(ctx context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
-	req := &wire.Request{Op: wire.OpSetIfNewer, Key: key, Version: e.Version, Negative: e.Negative, TTL: ttl}
+	return s.set(ctx, wire.OpSetIfNewer, key, e, ttl)
+}
+
+// SetIfNotOlder implements cache.Store.
+func (s *Store) SetIfNotOlder(ctx context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
+	return s.set(ctx, wire.OpSetIfNotOlder, key, e, ttl)
+}
+
+func (s *Store) set(ctx context.Context, op wire.Op, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
+	req := &wire.Request{Op: op, Key: key, Version: e.Version, Negative: e.Negative, TTL: ttl, Cost: max(e.Cost, 0)}
 	if !e.Negative {
 		req.Value = e.Value
 	}

@@ -3,14 +3,15 @@
 //
 // # Layout
 //
-// Each entry is one Redis string under Prefix+"e:"+key: a flags byte (negative, tombstone),
-// the version as eight big-endian bytes, then the value. Get is a single GET — atomic without
-// a script, and cacheable on the client. SetIfNewer and Invalidate are Lua scripts (EVALSHA)
-// that read the stored header and apply the ordering rule of cache.Store in one step; they
-// touch one key each, so they run unchanged on Redis Cluster, and keys spread over all
-// masters by their own hash slot. Versions are compared exactly over the whole int64 range
-// (as two 32-bit halves, since Lua numbers are doubles). A fill lease is a separate key,
-// Prefix+"l:"+key, taken with SET NX PX and a random token and released by a
+// Each entry is one Redis string under Prefix+"e:"+key: a flags byte (negative, tombstone,
+// meta), the version as eight big-endian bytes, the expiry and load cost (8 bytes each, so
+// that early refresh needs no PTTL), then the value. Get is a single GET — atomic without a
+// script, and cacheable on the client. SetIfNewer, SetIfNotOlder and Invalidate are Lua
+// scripts (EVALSHA) that read the stored header and apply the ordering rule of cache.Store in
+// one step; they touch one key each, so they run unchanged on Redis Cluster, and keys spread
+// over all masters by their own hash slot. Versions are compared exactly over the whole
+// int64 range (as two 32-bit halves, since Lua numbers are doubles). A fill lease is a
+// separate key, Prefix+"l:"+key, taken with SET NX PX and a random token and released by a
 // compare-and-delete script, so a holder whose lease expired cannot free a successor's.
 //
 // # Failures

@@ -63,21 +63,22 @@ var _ cache.Store = (*Store)(nil)
 // header; see codec.go.
 var (
 	// KEYS[1] entry key; ARGV[1] encoded entry; ARGV[2] ttl in ms, "0" for none.
-	// Writes iff nothing, a tombstone of version <= new, or an entry of version < new.
+	// Writes iff nothing, a tombstone of version <= new, or an entry of version < new (the
+	// flags byte of a tombstone has bit 2 set; bit 4 marks an entry's expiry and cost).
 	setIfNewerScript = rueidis.NewLuaScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur and #cur >= 9 then
   local ch, cl = struct.unpack('>I4I4', cur, 2)
   local nh, nl = struct.unpack('>I4I4', ARGV[1], 2)
   if ch > nh or (ch == nh and cl > nl) then return 0 end
-  if ch == nh and cl == nl and string.byte(cur, 1) < 2 then return 0 end
+  if ch == nh and cl == nl and string.byte(cur, 1) % 4 < 2 then return 0 end
 end
 if ARGV[2] == '0' then redis.call('SET', KEYS[1], ARGV[1])
 else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 return 1`)
-	// KEYS[1] entry key; ARGV[1] encoded tombstone; ARGV[2] ttl in ms, "0" for none.
-	// Writes iff nothing or anything of version <= the tombstone's.
-	invalidateScript = rueidis.NewLuaScript(`
+	// KEYS[1] entry key; ARGV[1] encoded entry or tombstone; ARGV[2] ttl in ms, "0" for none.
+	// Writes iff nothing or anything of version <= the new one's (SetIfNotOlder, Invalidate).
+	notOlderScript = rueidis.NewLuaScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur and #cur >= 9 then
   local ch, cl = struct.unpack('>I4I4', cur, 2)
@@ -230,15 +231,29 @@ func (s *Store) Get(ctx context.Context, key string) (cache.Entry, bool, error) 
 // SetIfNewer stores e under key for ttl (ttl <= 0: no expiry) unless Redis holds a newer
 // entry or tombstone, atomically in one script.
 func (s *Store) SetIfNewer(ctx context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
+	return s.set(ctx, setIfNewerScript, "set", key, e, ttl)
+}
+
+// SetIfNotOlder stores e under key for ttl unless Redis holds a newer entry or tombstone;
+// an entry of the same version is replaced. Atomic in one script.
+func (s *Store) SetIfNotOlder(ctx context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
+	return s.set(ctx, notOlderScript, "set if not older", key, e, ttl)
+}
+
+func (s *Store) set(ctx context.Context, script *rueidis.Lua, op, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
 	if e.Negative {
 		e.Value = nil
 	}
+	e.Expires = time.Time{}
+	if ttl > 0 {
+		e.Expires = time.Now().Add(ttl)
+	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	n, err := setIfNewerScript.Exec(ctx, s.client, []string{s.entryKey(key)},
+	n, err := script.Exec(ctx, s.client, []string{s.entryKey(key)},
 		[]string{string(entrycodec.Encode(e, false)), ttlArg(ttl)}).AsInt64()
 	if err != nil {
-		return 0, wrap("set", err)
+		return 0, wrap(op, err)
 	}
 	if n == 1 {
 		s.wrote(key)
@@ -252,7 +267,7 @@ func (s *Store) SetIfNewer(ctx context.Context, key string, e cache.Entry, ttl t
 func (s *Store) Invalidate(ctx context.Context, key string, version int64, ttl time.Duration) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	err := invalidateScript.Exec(ctx, s.client, []string{s.entryKey(key)},
+	err := notOlderScript.Exec(ctx, s.client, []string{s.entryKey(key)},
 		[]string{string(entrycodec.Encode(cache.Entry{Version: version, Negative: true}, true)), ttlArg(ttl)}).Error()
 	if err != nil {
 		return wrap("invalidate", err)

@@ -2,9 +2,11 @@
 // front of a shared L2 (any cache.Store: Redis, Redis Cluster, Memcached), and keeps the L1s
 // of all app servers honest with invalidations over a Bus (RedisBus: Redis pub/sub).
 //
-// Writes (SetIfNewer when stored, Invalidate, Delete) go to L2 under its ordering rule, then
+// Writes (SetIfNewer and SetIfNotOlder when stored, Invalidate, Delete) go to L2 under its ordering rule, then
 // drop the key from this node's L1 and publish the key; every subscribed node drops it from
-// its L1. Leases are L2's, shared by all nodes.
+// its L1. Leases are L2's, shared by all nodes. An L1 copy reports the expiry of the L2
+// entry it copies (with the default memstore L1), so that early refresh in package cache
+// sees when the shared entry expires, not when the short-lived copy does.
 //
 // # Staleness bounds
 //

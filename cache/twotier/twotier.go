@@ -155,7 +155,8 @@ func (s *Store) Stats() Stats {
 func (s *Store) Ready() bool { return s.up.Load() && !s.strong }
 
 // Get returns the entry under key, from L1 when allowed and present, else from L2 (and
-// fills L1 with it unless an invalidation of the key raced the read).
+// fills L1 with it unless an invalidation of the key raced the read). An L1 hit reports the
+// L2 entry's Expires when L1 is a memstore (which keeps the expiry it is given).
 func (s *Store) Get(ctx context.Context, key string) (cache.Entry, bool, error) {
 	if s.strong || !s.up.Load() || ctx.Value(strongKey{}) != nil {
 		return s.l2.Get(ctx, key)
@@ -199,6 +200,17 @@ func (s *Store) invalidated(ctx context.Context, key string) error {
 // SetIfNewer writes e to L2 under the ordering rule; when stored, every L1 drops key.
 func (s *Store) SetIfNewer(ctx context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
 	res, err := s.l2.SetIfNewer(ctx, key, e, ttl)
+	if err != nil || res != cache.Stored {
+		return res, err
+	}
+	return res, s.invalidated(ctx, key)
+}
+
+// SetIfNotOlder writes e to L2 unless L2 holds something newer (an entry of the same
+// version is replaced: an early refresh); when stored, every L1 drops key, so that the
+// nodes read the new expiry.
+func (s *Store) SetIfNotOlder(ctx context.Context, key string, e cache.Entry, ttl time.Duration) (cache.SetResult, error) {
+	res, err := s.l2.SetIfNotOlder(ctx, key, e, ttl)
 	if err != nil || res != cache.Stored {
 		return res, err
 	}

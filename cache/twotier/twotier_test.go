@@ -194,3 +194,43 @@ func TestSlowFillAfterInvalidationIsDropped(t *testing.T) {
 		t.Fatalf("Get after the slow fill = %+v, %v, %v; want v2", e, ok, err)
 	}
 }
+
+// An L1 hit reports the expiry and cost of the L2 entry it copies, not the L1 copy's short
+// lifetime, so that early refresh sees when the shared entry expires; a refresh through
+// another node (SetIfNotOlder of the same version) reaches this node's L1 as a new expiry.
+func TestL1ReportsL2Expiry(t *testing.T) {
+	r := testenv.SharedRedis(t)
+	a := node(t, r.Addr(), twotier.Eventual, nil)
+	b := node(t, r.Addr(), twotier.Eventual, nil)
+	waitFor(t, "buses", func() bool { return a.Ready() && b.Ready() })
+	ctx := context.Background()
+	key := "l1-expiry"
+	if err := a.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := a.SetIfNewer(ctx, key, cache.Entry{Value: []byte("v"), Version: 1, Cost: time.Millisecond}, 10*time.Minute); err != nil || res != cache.Stored {
+		t.Fatalf("SetIfNewer = %v, %v", res, err)
+	}
+	fromL2, ok, err := a.Get(twotier.StrongRead(ctx), key)
+	if err != nil || !ok {
+		t.Fatalf("strong Get = %v, %v", ok, err)
+	}
+	var fromL1 cache.Entry
+	waitFor(t, "an L1 hit", func() bool { // once the write's own invalidation has passed
+		hits := a.Stats().L1Hits
+		e, ok, err := a.Get(ctx, key)
+		fromL1 = e
+		return err == nil && ok && a.Stats().L1Hits > hits
+	})
+	if !fromL1.Expires.Equal(fromL2.Expires) || fromL1.Cost != time.Millisecond {
+		t.Fatalf("L1 hit reports expiry %v and cost %v, want L2's %v and 1ms (L1TTL is an hour)",
+			fromL1.Expires, fromL1.Cost, fromL2.Expires)
+	}
+	if res, err := b.SetIfNotOlder(ctx, key, cache.Entry{Value: []byte("v"), Version: 1, Cost: 2 * time.Millisecond}, 20*time.Minute); err != nil || res != cache.Stored {
+		t.Fatalf("SetIfNotOlder through B = %v, %v", res, err)
+	}
+	waitFor(t, "A to see the refreshed expiry", func() bool {
+		e, ok, err := a.Get(ctx, key)
+		return err == nil && ok && e.Cost == 2*time.Millisecond && e.Expires.After(fromL2.Expires)
+	})
+}

@@ -16,8 +16,10 @@
 // Bodies have one fixed layout per direction, whatever the operation, so that a parser has
 // a single path to get right (it is fuzzed):
 //
-//	request:  u8 flags, i64 version, i64 ttl (ns), u64 token, u16 key length, key, value
-//	response: u8 flags, i64 version, u64 token, value (or the error message)
+//	request:  u8 flags, i64 version, i64 ttl (ns), u64 token, i64 cost (ns), u16 key length,
+//	          key, value
+//	response: u8 flags, i64 version, u64 token, i64 expires (Unix ns), i64 cost (ns),
+//	          value (or the error message)
 //
 // The package imports the standard library only.
 package wire
@@ -38,12 +40,15 @@ type Op = byte
 const (
 	OpAuth       Op = 1 // Value: the token
 	OpGet        Op = 2 // Key
-	OpSetIfNewer Op = 3 // Key, Version, Negative, Value, TTL
+	OpSetIfNewer Op = 3 // Key, Version, Negative, Value, TTL, Cost
 	OpInvalidate Op = 4 // Key, Version, TTL
 	OpDelete     Op = 5 // Key
 	OpLease      Op = 6 // Key, TTL
 	OpRelease    Op = 7 // Key, Token
 	OpPing       Op = 8 // nothing
+	// OpSetIfNotOlder is SetIfNewer that also replaces an entry of the same version (an
+	// early refresh): Key, Version, Negative, Value, TTL, Cost.
+	OpSetIfNotOlder Op = 9
 )
 
 // Status is the outcome carried by a response.
@@ -52,10 +57,10 @@ type Status = byte
 // The statuses.
 const (
 	StatusOK      Status = 1 // done (auth, invalidate, delete, release, ping)
-	StatusHit     Status = 2 // Get found an entry: Version, Negative, Value
+	StatusHit     Status = 2 // Get found an entry: Version, Negative, Value, Expires, Cost
 	StatusMiss    Status = 3 // Get found nothing
-	StatusStored  Status = 4 // SetIfNewer wrote
-	StatusRefused Status = 5 // SetIfNewer refused
+	StatusStored  Status = 4 // SetIfNewer or SetIfNotOlder wrote
+	StatusRefused Status = 5 // SetIfNewer or SetIfNotOlder refused
 	StatusLeased  Status = 6 // Lease granted: Token
 	StatusBusy    Status = 7 // Lease held by another caller
 	StatusError   Status = 8 // the operation failed: Value is the message
@@ -64,8 +69,8 @@ const (
 // Sizes of the fixed parts.
 const (
 	headerLen      = 4 + 4 + 1
-	requestFixed   = 1 + 8 + 8 + 8 + 2
-	responseFixed  = 1 + 8 + 8
+	requestFixed   = 1 + 8 + 8 + 8 + 8 + 2
+	responseFixed  = 1 + 8 + 8 + 8 + 8
 	flagNegative   = 1
 	MaxKeyLen      = 1<<16 - 1 // longest key a request can carry
 	DefaultMaxBody = 64 << 20  // default bound on a frame's length (64 MiB)
@@ -113,13 +118,15 @@ func ReadFrame(r *bufio.Reader, max int) (Frame, error) {
 
 // Request is a decoded request.
 type Request struct {
-	Op       Op
-	Key      string
-	Version  int64
-	TTL      time.Duration
-	Token    uint64
+	Op      Op
+	Key     string
+	Version int64
+	TTL     time.Duration
+	Token   uint64
+	// Cost is the entry's load cost (OpSetIfNewer, OpSetIfNotOlder).
+	Cost     time.Duration
 	Negative bool
-	// Value is the entry's value (OpSetIfNewer) or the token (OpAuth). A non-negative
+	// Value is the entry's value (OpSetIfNewer, OpSetIfNotOlder) or the token (OpAuth). A non-negative
 	// entry's value is never nil after parsing: an empty value stays a hit.
 	Value []byte
 }
@@ -138,6 +145,7 @@ func AppendRequest(dst []byte, id uint32, r *Request) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, uint64(r.Version))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(r.TTL))
 	dst = binary.BigEndian.AppendUint64(dst, r.Token)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(r.Cost))
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(r.Key)))
 	dst = append(dst, r.Key...)
 	return append(dst, r.Value...)
@@ -146,7 +154,7 @@ func AppendRequest(dst []byte, id uint32, r *Request) []byte {
 // ParseRequest decodes a request frame. Value aliases f.Body.
 func ParseRequest(f Frame) (Request, error) {
 	b := f.Body
-	if f.Code < OpAuth || f.Code > OpPing {
+	if f.Code < OpAuth || f.Code > OpSetIfNotOlder {
 		return Request{}, fmt.Errorf("%w: unknown op %d", ErrMalformed, f.Code)
 	}
 	if len(b) < requestFixed {
@@ -158,11 +166,12 @@ func ParseRequest(f Frame) (Request, error) {
 		Version:  int64(binary.BigEndian.Uint64(b[1:9])),
 		TTL:      time.Duration(binary.BigEndian.Uint64(b[9:17])),
 		Token:    binary.BigEndian.Uint64(b[17:25]),
+		Cost:     time.Duration(binary.BigEndian.Uint64(b[25:33])),
 	}
 	if b[0]&^flagNegative != 0 {
 		return Request{}, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, b[0])
 	}
-	kl := int(binary.BigEndian.Uint16(b[25:27]))
+	kl := int(binary.BigEndian.Uint16(b[33:35]))
 	if len(b) < requestFixed+kl {
 		return Request{}, fmt.Errorf("%w: key of %d bytes in a body of %d", ErrMalformed, kl, len(b))
 	}
@@ -179,9 +188,13 @@ func ParseRequest(f Frame) (Request, error) {
 
 // Response is a decoded response.
 type Response struct {
-	Status   Status
-	Version  int64
-	Token    uint64
+	Status  Status
+	Version int64
+	Token   uint64
+	// Expires is when the entry expires, in Unix nanoseconds; 0 for none (StatusHit).
+	Expires int64
+	// Cost is the entry's load cost (StatusHit).
+	Cost     time.Duration
 	Negative bool
 	// Value is the entry's value (StatusHit) or the error message (StatusError).
 	Value []byte
@@ -200,6 +213,8 @@ func AppendResponse(dst []byte, id uint32, r *Response) []byte {
 	dst = append(dst, flags)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(r.Version))
 	dst = binary.BigEndian.AppendUint64(dst, r.Token)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(r.Expires))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(r.Cost))
 	return append(dst, r.Value...)
 }
 
@@ -220,6 +235,8 @@ func ParseResponse(f Frame) (Response, error) {
 		Negative: b[0]&flagNegative != 0,
 		Version:  int64(binary.BigEndian.Uint64(b[1:9])),
 		Token:    binary.BigEndian.Uint64(b[9:17]),
+		Expires:  int64(binary.BigEndian.Uint64(b[17:25])),
+		Cost:     time.Duration(binary.BigEndian.Uint64(b[25:33])),
 		Value:    b[responseFixed:],
 	}
 	if r.Negative {

@@ -15,6 +15,7 @@ func TestRequestRoundTrip(t *testing.T) {
 		{Op: OpGet, Key: "users/1"},
 		{Op: OpSetIfNewer, Key: "k", Version: 9, TTL: time.Minute, Value: []byte{}},
 		{Op: OpSetIfNewer, Key: "k", Version: -1, Negative: true},
+		{Op: OpSetIfNotOlder, Key: "k", Version: 4, TTL: time.Second, Cost: 3 * time.Millisecond, Value: []byte("v")},
 		{Op: OpInvalidate, Key: "k", Version: 1 << 62, TTL: time.Hour},
 		{Op: OpRelease, Key: "", Token: 1<<64 - 1},
 		{Op: OpPing},
@@ -41,6 +42,7 @@ func TestResponseRoundTrip(t *testing.T) {
 	for _, r := range []Response{
 		{Status: StatusHit, Version: 3, Value: []byte("abc")},
 		{Status: StatusHit, Version: 3, Negative: true},
+		{Status: StatusHit, Version: 3, Expires: 1700000000123456789, Cost: time.Millisecond, Value: []byte("e")},
 		{Status: StatusLeased, Token: 77, Value: []byte{}},
 		{Status: StatusError, Value: []byte("boom")},
 	} {
@@ -84,6 +86,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add(AppendRequest(nil, 1, &Request{Op: OpSetIfNewer, Key: "k", Version: 2, Value: []byte("v")}))
 	f.Add(AppendRequest(nil, 2, &Request{Op: OpInvalidate, Key: "a/b", Version: 5, TTL: time.Second}))
 	f.Add(AppendRequest(nil, 3, &Request{Op: OpSetIfNewer, Negative: true}))
+	f.Add(AppendRequest(nil, 4, &Request{Op: OpSetIfNotOlder, Key: "k", Version: 2, Cost: time.Second, Value: []byte("v")}))
 	f.Add([]byte{0, 0, 0, 5, 0, 0, 0, 1, 2})
 	f.Add([]byte{255, 255, 255, 255})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -113,6 +116,7 @@ func FuzzParseRequest(f *testing.F) {
 func FuzzParseResponse(f *testing.F) {
 	f.Add(AppendResponse(nil, 1, &Response{Status: StatusHit, Version: 4, Value: []byte("x")}))
 	f.Add(AppendResponse(nil, 1, &Response{Status: StatusError, Value: []byte("e")}))
+	f.Add(AppendResponse(nil, 1, &Response{Status: StatusHit, Version: 4, Expires: 1 << 60, Cost: 5, Value: []byte("x")}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr, err := ReadFrame(bufio.NewReader(bytes.NewReader(data)), 1<<16)
 		if err != nil {
