@@ -59,6 +59,13 @@ type Config struct {
 	// RetryInterval is the pause between retries of pending invalidations, and between
 	// probes of the store while the breaker is not closed. Default 1 second.
 	RetryInterval time.Duration
+	// IdleProbe, when positive, has the cache read ProbeKey this often while its breaker is
+	// closed too, and again at once (a few times) after a probe that failed, so that a store
+	// that stops answering opens the breaker within about IdleProbe even when no caller
+	// reads: an app server that gets no reads (a balancer sends few requests to a server
+	// whose writes are refused) otherwise keeps a closed breaker, and its next callers each
+	// wait for the store's timeout. Costs one store read per IdleProbe. Default 0: off.
+	IdleProbe time.Duration
 	// EarlyRefresh turns on probabilistic early refresh (XFetch) with this beta: a hit on an
 	// entry whose remaining lifetime is short compared with its load cost (Entry.Cost) starts
 	// one background reload of the key, so that a hot key is replaced before it expires
@@ -141,7 +148,7 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("%w: Store is nil", ErrConfig)
 	}
 	if cfg.TTL < 0 || cfg.NegativeTTL < 0 || cfg.TombstoneTTL < 0 || cfg.LoadTimeout < 0 ||
-		cfg.StoreTimeout < 0 || cfg.LeaseWait < 0 || cfg.RetryInterval < 0 {
+		cfg.StoreTimeout < 0 || cfg.LeaseWait < 0 || cfg.RetryInterval < 0 || cfg.IdleProbe < 0 {
 		return nil, fmt.Errorf("%w: negative duration", ErrConfig)
 	}
 	if cfg.Jitter > 1 {
@@ -668,6 +675,12 @@ func (c *Cache) retryLoop() {
 	defer c.wg.Done()
 	t := time.NewTicker(c.cfg.RetryInterval)
 	defer t.Stop()
+	var idle <-chan time.Time
+	if c.cfg.IdleProbe > 0 {
+		it := time.NewTicker(c.cfg.IdleProbe)
+		defer it.Stop()
+		idle = it.C
+	}
 	for {
 		select {
 		case <-c.stop:
@@ -675,6 +688,8 @@ func (c *Cache) retryLoop() {
 		case <-c.wake:
 		case <-t.C:
 			c.probe()
+		case <-idle:
+			c.probeClosed()
 		}
 		if c.pending.n.Load() > 0 {
 			c.retryPending()
@@ -696,6 +711,32 @@ func (c *Cache) probe() {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.StoreTimeout)
 	defer cancel()
 	_, _, _ = c.storeGet(ctx, ProbeKey)
+}
+
+// idleProbeBurst bounds the probes made in a row by probeClosed after a failed one.
+const idleProbeBurst = 8
+
+// probeClosed reads ProbeKey while the breaker is closed (see Config.IdleProbe); after a
+// failure it probes again, until a probe succeeds, the breaker leaves the closed state or
+// idleProbeBurst probes were made, so that a store that fails fast opens the breaker now
+// rather than one IdleProbe per failure the breaker counts.
+func (c *Cache) probeClosed() {
+	for range idleProbeBurst {
+		if c.br.State() != breaker.Closed {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.StoreTimeout)
+		_, _, err := c.storeGet(ctx, ProbeKey)
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-c.stop:
+			return
+		default:
+		}
+	}
 }
 
 func (c *Cache) retryPending() {

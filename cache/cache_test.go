@@ -565,6 +565,38 @@ func TestUnstoredLoadFencesOlderFills(t *testing.T) {
 	}
 }
 
+// TestBreakerOpensWithoutTraffic: with IdleProbe set, a store that stops answering opens
+// the breaker with no caller at all; without it, the breaker stays closed.
+func TestBreakerOpensWithoutTraffic(t *testing.T) {
+	for _, probe := range []time.Duration{0, 10 * time.Millisecond} {
+		src := newFakeSource()
+		store := &flakyStore{Store: newMem(t)}
+		br, err := breaker.New(breaker.Config{ConsecutiveFailures: 5, OpenDuration: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := newCache(t, cache.Config{Store: store, Source: src, Breaker: br, IdleProbe: probe})
+		store.down.Store(true)
+		wait := 2 * time.Second
+		if probe == 0 {
+			wait = 200 * time.Millisecond // nothing may open it: a short look suffices
+		}
+		deadline := time.Now().Add(wait)
+		for br.State() == breaker.Closed && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond) // polling
+		}
+		switch {
+		case probe > 0 && br.State() != breaker.Open:
+			t.Fatalf("IdleProbe %v: breaker %v %v after the store went down with no traffic, want open", probe, br.State(), wait)
+		case probe == 0 && br.State() != breaker.Closed:
+			t.Fatalf("IdleProbe off: breaker %v with no traffic, want closed", br.State())
+		}
+		if probe > 0 && c.Stats().StoreErrors < 5 {
+			t.Fatalf("breaker open after %d store errors, want at least 5", c.Stats().StoreErrors)
+		}
+	}
+}
+
 // TestBreakerClosesWithoutTraffic: after the store comes back, the breaker closes by the
 // cache's own probes, with no call from anyone (writes refused while it is open never probe).
 func TestBreakerClosesWithoutTraffic(t *testing.T) {

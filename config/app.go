@@ -160,6 +160,10 @@ type AppCollection struct {
 	TTL Duration `yaml:"ttl"`
 	// NegativeTTL is how long a cached not-found is kept. Default 30s.
 	NegativeTTL Duration `yaml:"negative_ttl"`
+	// EarlyRefresh is the beta of probabilistic early refresh (XFetch): a hit on an entry
+	// near its expiry reloads it in the background, so that hot documents do not expire
+	// under load. 1 is the usual value, larger refreshes earlier. Default 0: off.
+	EarlyRefresh float64 `yaml:"early_refresh"`
 	// RateLimit limits each principal's requests on the collection. Default none.
 	RateLimit *AppRateLimit `yaml:"rate_limit"`
 }
@@ -441,6 +445,9 @@ func (c *App) validateCollection(at lineFunc, name string, col AppCollection) er
 	}
 	if col.TTL < 0 || col.NegativeTTL < 0 {
 		return errAt(at("app", "collections", name), field, "TTLs must not be negative")
+	}
+	if !(col.EarlyRefresh >= 0 && col.EarlyRefresh <= 100) {
+		return errAt(at("app", "collections", name, "early_refresh"), field+".early_refresh", "%v: want a number from 0 (off) to 100", col.EarlyRefresh)
 	}
 	if err := checkAppRate(col.RateLimit); err != nil {
 		return errAt(at("app", "collections", name, "rate_limit"), field+".rate_limit", "%v", err)

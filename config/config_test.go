@@ -180,3 +180,21 @@ func TestIdempotencyLeaseAboveRequestTimeout(t *testing.T) {
 		t.Fatalf("parsed %+v", f.App.Timeouts)
 	}
 }
+
+func TestEarlyRefresh(t *testing.T) {
+	doc := func(v string) []byte {
+		return []byte("app:\n  store: {kind: sqlite, path: x.db}\n  cache: {kind: redis, addrs: ['127.0.0.1:6379']}\n  collections:\n    docs: {strategy: cache-aside, early_refresh: " + v + "}\n")
+	}
+	f, err := Parse(doc("1.5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.App.Collections["docs"].EarlyRefresh; got != 1.5 {
+		t.Fatalf("early_refresh parsed as %v, want 1.5", got)
+	}
+	for _, bad := range []string{"-1", ".nan", ".inf", "1000"} {
+		if _, err := Parse(doc(bad)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "early_refresh") {
+			t.Errorf("early_refresh %s: %v, want an error naming early_refresh", bad, err)
+		}
+	}
+}

@@ -54,6 +54,9 @@ type Store struct {
 	timeout time.Duration
 	cscTTL  time.Duration
 	fences  fences
+	// deadline bounds the calls of callers whose context has neither deadline nor
+	// cancellation.
+	deadline sharedDeadline
 }
 
 var _ cache.Store = (*Store)(nil)
@@ -126,6 +129,10 @@ func New(cfg Config) (*Store, error) {
 		// and the breaker that should stop the calls. The cache core treats a failed call
 		// as a miss and the breaker decides when to try again.
 		DisableRetry: true,
+		// A cluster client learns of a failover from its calls' errors; a periodic scan finds
+		// the promoted replica even while the breaker keeps calls away, so that the breaker's
+		// probe succeeds soon after the failover.
+		ClusterOption: rueidis.ClusterOption{ShardsRefreshInterval: time.Second},
 	}
 	opt.Dialer.Timeout = max(4*s.timeout, time.Second)
 	switch {
@@ -166,13 +173,21 @@ func (s *Store) Client() rueidis.Client { return s.client }
 func (s *Store) entryKey(key string) string { return s.prefix + "e:" + key }
 func (s *Store) leaseKey(key string) string { return s.prefix + "l:" + key }
 
-// bound returns ctx limited by the store's timeout.
+// bound returns ctx limited by the store's timeout. A ctx that can never be cancelled is
+// replaced by a context shared with the other calls of the same instant (see sharedDeadline).
 func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx.Done() == nil {
+		if _, ok := ctx.Deadline(); !ok {
+			return s.deadline.get(s.timeout), noCancel
+		}
+	}
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.timeout {
-		return ctx, func() {}
+		return ctx, noCancel
 	}
 	return context.WithTimeout(ctx, s.timeout)
 }
+
+func noCancel() {}
 
 // Redis error replies that mean "not now" rather than "wrong request".
 var transient = []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "BUSY", "READONLY", "OOM", "MOVED", "ASK"}

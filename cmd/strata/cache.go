@@ -89,6 +89,12 @@ func openCache(a *config.App) (*cacheTier, error) {
 func (t *cacheTier) access(ctx context.Context, name string, c config.AppCollection, store docstore.Store, log *slog.Logger) (*server.Cached, error) {
 	cc := cache.Config{
 		Store: t.store, Breaker: t.br, TTL: c.TTL.D(), NegativeTTL: c.NegativeTTL.D(), Logger: log,
+		EarlyRefresh: c.EarlyRefresh,
+	}
+	if t.cfg.Shared() {
+		// A shared cache can stop while this server gets no reads: probe it so that the
+		// breaker opens, and the next reads skip it, within about this.
+		cc.IdleProbe = 250 * time.Millisecond
 	}
 	if t.cfg.PendingDir != "" {
 		if err := os.MkdirAll(t.cfg.PendingDir, 0o700); err != nil {
