@@ -697,7 +697,7 @@ func (c *Cache) retryLoop() {
 	}
 }
 
-// ProbeKey is the key the cache reads to probe a store its breaker stopped calling.
+// ProbeKey is the key the cache reads to probe a store that is not a Pinger (see probe).
 const ProbeKey = "strata-breaker-probe"
 
 // probe reads ProbeKey through the breaker while the breaker is not closed, so that it
@@ -710,7 +710,28 @@ func (c *Cache) probe() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.StoreTimeout)
 	defer cancel()
-	_, _, _ = c.storeGet(ctx, ProbeKey)
+	_ = c.storeProbe(ctx)
+}
+
+// storeProbe checks the store through the breaker: Ping when the store is a Pinger, else a
+// read of ProbeKey.
+func (c *Cache) storeProbe(ctx context.Context) error {
+	p, ok := c.store.(Pinger)
+	if !ok {
+		_, _, err := c.storeGet(ctx, ProbeKey)
+		return err
+	}
+	tok, err := c.br.Allow()
+	if err != nil {
+		c.storeErrors.Add(1)
+		return err
+	}
+	err = p.Ping(ctx)
+	tok.Done(err)
+	if err != nil {
+		c.storeErrors.Add(1)
+	}
+	return err
 }
 
 // idleProbeBurst bounds the probes made in a row by probeClosed after a failed one.
@@ -726,7 +747,7 @@ func (c *Cache) probeClosed() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.StoreTimeout)
-		_, _, err := c.storeGet(ctx, ProbeKey)
+		err := c.storeProbe(ctx)
 		cancel()
 		if err == nil {
 			return

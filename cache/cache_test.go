@@ -597,6 +597,38 @@ func TestBreakerOpensWithoutTraffic(t *testing.T) {
 	}
 }
 
+// partialStore is a store one part of which is down: reads of its keys work, Ping fails.
+type partialStore struct {
+	cache.Store
+	down atomic.Bool
+}
+
+func (p *partialStore) Ping(context.Context) error {
+	if p.down.Load() {
+		return errDown
+	}
+	return nil
+}
+
+// TestProbeUsesPing: a store that is a cache.Pinger is probed with Ping, so a part of it
+// that is down opens the breaker although a read of ProbeKey would succeed.
+func TestProbeUsesPing(t *testing.T) {
+	store := &partialStore{Store: newMem(t)}
+	br, err := breaker.New(breaker.Config{ConsecutiveFailures: 3, OpenDuration: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCache(t, cache.Config{Store: store, Source: newFakeSource(), Breaker: br, IdleProbe: 10 * time.Millisecond})
+	store.down.Store(true)
+	deadline := time.Now().Add(2 * time.Second)
+	for br.State() == breaker.Closed {
+		if time.Now().After(deadline) {
+			t.Fatal("breaker still closed 2s after Ping started failing")
+		}
+		time.Sleep(5 * time.Millisecond) // polling
+	}
+}
+
 // TestBreakerClosesWithoutTraffic: after the store comes back, the breaker closes by the
 // cache's own probes, with no call from anyone (writes refused while it is open never probe).
 func TestBreakerClosesWithoutTraffic(t *testing.T) {

@@ -94,6 +94,13 @@ type Store interface {
 	Close() error
 }
 
+// Pinger is implemented by stores that can check in one call that every part of them
+// answers: each master of a Redis Cluster, where a read of one key reaches one master only.
+// The cache's breaker probes use Ping when the store has it, ProbeKey otherwise.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
 // Lease is a held fill lease.
 type Lease interface {
 	// Release gives the lease up early (after the fill). Releasing an expired or stolen lease

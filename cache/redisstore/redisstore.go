@@ -57,6 +57,7 @@ type Store struct {
 	// deadline bounds the calls of callers whose context has neither deadline nor
 	// cancellation.
 	deadline sharedDeadline
+	pingState
 }
 
 var _ cache.Store = (*Store)(nil)
