@@ -111,6 +111,13 @@ func TestPrimaryDownWritesFailFastThroughSet(t *testing.T) {
 	if _, err := s.Put(ctx, "c", "a", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
+	// Replication is asynchronous: the replica must hold the document before the primary
+	// dies, or the read below would rightly not find it.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.WaitReplayed(wctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Primary.Kill(); err != nil {
 		t.Fatal(err)
 	}
