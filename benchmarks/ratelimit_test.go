@@ -31,7 +31,9 @@ func rateLimitKeySet() []string {
 	return keys
 }
 
-func benchGCRA(b *testing.B, keys []string, clk *ratelimit.CoarseClock) {
+// benchGCRA calls Allow on keys in turn from parallel callers, after one call on each key
+// of created (none when nil) before the timer starts.
+func benchGCRA(b *testing.B, created, keys []string, clk *ratelimit.CoarseClock) {
 	l, err := ratelimit.NewGCRA(ratelimit.GCRAConfig{
 		Rate:  ratelimit.PerSecond(rateLimitPerSecond),
 		Burst: rateLimitBurst,
@@ -39,6 +41,9 @@ func benchGCRA(b *testing.B, keys []string, clk *ratelimit.CoarseClock) {
 	})
 	if err != nil {
 		b.Fatal(err)
+	}
+	for _, k := range created {
+		l.Allow(k)
 	}
 	var denied atomic.Int64
 	var next atomic.Uint64
@@ -72,12 +77,12 @@ func benchGCRA(b *testing.B, keys []string, clk *ratelimit.CoarseClock) {
 func BenchmarkRateLimitKeyedParallel(b *testing.B) {
 	keys := rateLimitKeySet()
 	b.Run("strata", func(b *testing.B) {
-		benchGCRA(b, keys, nil)
+		benchGCRA(b, nil, keys, nil)
 	})
 	b.Run("strata-coarseclock", func(b *testing.B) {
 		clk := ratelimit.NewCoarseClock(time.Millisecond)
 		defer clk.Close()
-		benchGCRA(b, keys, clk)
+		benchGCRA(b, nil, keys, clk)
 	})
 	b.Run("x-time-rate", func(b *testing.B) {
 		var m sync.Map
@@ -118,12 +123,12 @@ func BenchmarkRateLimitKeyedShuffledParallel(b *testing.B) {
 	keys := slices.Clone(created)
 	rand.New(rand.NewPCG(1, 2)).Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
 	b.Run("strata", func(b *testing.B) {
-		benchGCRAWarm(b, created, keys, nil)
+		benchGCRA(b, created, keys, nil)
 	})
 	b.Run("strata-coarseclock", func(b *testing.B) {
 		clk := ratelimit.NewCoarseClock(time.Millisecond)
 		defer clk.Close()
-		benchGCRAWarm(b, created, keys, clk)
+		benchGCRA(b, created, keys, clk)
 	})
 	b.Run("x-time-rate", func(b *testing.B) {
 		var m sync.Map
@@ -149,36 +154,4 @@ func BenchmarkRateLimitKeyedShuffledParallel(b *testing.B) {
 			b.Fatalf("%d calls denied, want all allowed", denied.Load())
 		}
 	})
-}
-
-// benchGCRAWarm is benchGCRA with every key of created seen once before the
-// timer starts.
-func benchGCRAWarm(b *testing.B, created, keys []string, clk *ratelimit.CoarseClock) {
-	l, err := ratelimit.NewGCRA(ratelimit.GCRAConfig{
-		Rate:  ratelimit.PerSecond(rateLimitPerSecond),
-		Burst: rateLimitBurst,
-		Clock: clk,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, k := range created {
-		l.Allow(k)
-	}
-	var denied atomic.Int64
-	var next atomic.Uint64
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := int(next.Add(7919))
-		for pb.Next() {
-			if !l.Allow(keys[i%len(keys)]) {
-				denied.Add(1)
-			}
-			i++
-		}
-	})
-	if denied.Load() != 0 {
-		b.Fatalf("%d calls denied, want all allowed", denied.Load())
-	}
 }
