@@ -528,8 +528,21 @@ func testConcurrentSet(t *testing.T, s cache.Store) {
 // testConcurrentSetInvalidate races setters of versions 1..n with invalidations at every
 // even version: what remains is the newest set (n is odd, so an entry at n).
 func testConcurrentSetInvalidate(t *testing.T, s cache.Store) {
-	const n = 101
 	k := key(t, "k")
+	if raceSetInvalidate(t, s, k, 2, s.SetIfNewer) {
+		wantEntry(t, s, k, entry(raceVersions))
+	}
+}
+
+// raceVersions is the number of versions raceSetInvalidate writes (odd).
+const raceVersions = 101
+
+// raceSetInvalidate has 4 writers each write versions 1..raceVersions of k in their own
+// random order (seeded with seed): writers 0 and 2 set every version with set, writers 1 and
+// 3 set the odd ones and invalidate at the even ones. It reports whether every call
+// succeeded (a failure is reported on t).
+func raceSetInvalidate(t *testing.T, s cache.Store, k string, seed uint64,
+	set func(context.Context, string, cache.Entry, time.Duration) (cache.SetResult, error)) bool {
 	ctx := ctxOf(t)
 	var wg sync.WaitGroup
 	var failed atomic.Bool
@@ -537,11 +550,11 @@ func testConcurrentSetInvalidate(t *testing.T, s cache.Store) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for _, i := range rand.New(rand.NewPCG(uint64(w), 2)).Perm(n) {
+			for _, i := range rand.New(rand.NewPCG(uint64(w), seed)).Perm(raceVersions) {
 				v := int64(i + 1)
 				var err error
 				if w%2 == 0 || v%2 == 1 {
-					_, err = s.SetIfNewer(ctx, k, entry(v), LongTTL)
+					_, err = set(ctx, k, entry(v), LongTTL)
 				} else {
 					err = s.Invalidate(ctx, k, v, LongTTL)
 				}
@@ -554,10 +567,7 @@ func testConcurrentSetInvalidate(t *testing.T, s cache.Store) {
 		}()
 	}
 	wg.Wait()
-	if failed.Load() {
-		return
-	}
-	wantEntry(t, s, k, entry(n))
+	return !failed.Load()
 }
 
 // testConcurrentNotOlderInvalidate races refreshes (SetIfNotOlder) of versions 1..n, each
@@ -565,33 +575,9 @@ func testConcurrentSetInvalidate(t *testing.T, s cache.Store) {
 // interleaving, no refresh lands below a newer tombstone or entry, so what remains is the
 // newest (n is odd: an entry at n), and a refresh of n-1 is refused afterwards.
 func testConcurrentNotOlderInvalidate(t *testing.T, s cache.Store) {
-	const n = 101
+	const n = raceVersions
 	k := key(t, "k")
-	ctx := ctxOf(t)
-	var wg sync.WaitGroup
-	var failed atomic.Bool
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, i := range rand.New(rand.NewPCG(uint64(w), 3)).Perm(n) {
-				v := int64(i + 1)
-				var err error
-				if w%2 == 0 || v%2 == 1 {
-					_, err = s.SetIfNotOlder(ctx, k, entry(v), LongTTL)
-				} else {
-					err = s.Invalidate(ctx, k, v, LongTTL)
-				}
-				if err != nil {
-					failed.Store(true)
-					t.Errorf("write v%d: %v", v, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if failed.Load() {
+	if !raceSetInvalidate(t, s, k, 3, s.SetIfNotOlder) {
 		return
 	}
 	wantEntry(t, s, k, entry(n))
