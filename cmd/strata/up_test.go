@@ -246,7 +246,9 @@ func exercise(t *testing.T, bin string, u *upRun, procs int) {
 		t.Fatalf("conditional PUT: %d %s", code, body)
 	}
 	if code, body := u.do(t, "PUT", "/v1/items/e2e", `{"n":3}`, "If-Match", `"1"`); code != http.StatusPreconditionFailed {
-		t.Fatalf("stale conditional PUT: %d %s, want 412", code, body)
+		// What the document is now tells which of the two writes the store lost.
+		gc, gb := u.do(t, "GET", "/v1/items/e2e", "")
+		t.Fatalf("stale conditional PUT: %d %s, want 412 (a GET now answers %d %s)", code, body, gc, gb)
 	}
 	if code, _ := u.do(t, "GET", "/v1/items/e2e", ""); code != 200 {
 		t.Fatalf("GET after update: %d", code)
