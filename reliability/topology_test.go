@@ -191,7 +191,7 @@ func startTopo(t *testing.T, spec topoSpec) *topo {
 		t.Fatalf("start app servers: %v", err)
 	}
 	cfg := lb.Config{
-		Health:  lb.HealthConfig{Interval: 200 * time.Millisecond, Timeout: 300 * time.Millisecond, Rise: 2, Fall: 2},
+		Health: lb.HealthConfig{Interval: 200 * time.Millisecond, Timeout: 300 * time.Millisecond, Rise: 2, Fall: 2},
 		// App servers answer 503 while a dependency is down, and the balancer counts those:
 		// under a series of faults one server can be ejected again and again, each time for
 		// twice as long. The cap keeps the last ejection within the scenarios' recovery bound.
