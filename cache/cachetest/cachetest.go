@@ -314,17 +314,24 @@ func testSetOrdering(t *testing.T, s cache.Store) {
 					if got := mustSet(t, s, k, e, LongTTL); got != want {
 						t.Fatalf("SetIfNewer(v%d) over %v at v5 = %d, want %d", v, st, got, want)
 					}
-					switch {
-					case want == cache.Stored:
-						wantEntry(t, s, k, e)
-					case st == stateTombstone:
-						wantTombstoneAt(t, s, k, 5)
-					default:
-						wantEntry(t, s, k, prepared(st))
-					}
+					wantAfterSet(t, s, k, st, e, want)
 				})
 			}
 		}
+	}
+}
+
+// wantAfterSet checks what k holds after a set of e over state st at version 5 that gave
+// want: e when stored, else what prepare left.
+func wantAfterSet(t *testing.T, s cache.Store, k string, st state, e cache.Entry, want cache.SetResult) {
+	t.Helper()
+	switch {
+	case want == cache.Stored:
+		wantEntry(t, s, k, e)
+	case st == stateTombstone:
+		wantTombstoneAt(t, s, k, 5)
+	default:
+		wantEntry(t, s, k, prepared(st))
 	}
 }
 
@@ -349,14 +356,7 @@ func testNotOlderOrdering(t *testing.T, s cache.Store) {
 					if got := mustSetNotOlder(t, s, k, e, LongTTL); got != want {
 						t.Fatalf("SetIfNotOlder(v%d) over %v at v5 = %d, want %d", v, st, got, want)
 					}
-					switch {
-					case want == cache.Stored:
-						wantEntry(t, s, k, e)
-					case st == stateTombstone:
-						wantTombstoneAt(t, s, k, 5)
-					default:
-						wantEntry(t, s, k, prepared(st))
-					}
+					wantAfterSet(t, s, k, st, e, want)
 				})
 			}
 		}
