@@ -50,7 +50,8 @@ type Config struct {
 	LeaseWait time.Duration
 	// Breaker guards the store: errors and timeouts count as failures, and while it is open
 	// reads go straight to the source and writes queue their invalidation. Default: a breaker
-	// with breaker.Config's defaults (opens after 5 failures in a row, for 10 seconds).
+	// with breaker.Config's defaults (opens after 5 failures in a row, for 10 seconds),
+	// which reads of an InProcess store skip.
 	Breaker *breaker.Breaker
 	// PendingPath is the file of invalidations that could not be applied yet (the store was
 	// down). They are replayed at New and retried every RetryInterval; while a key has one,
@@ -128,6 +129,7 @@ type Cache struct {
 	store   Store
 	src     Source
 	br      *breaker.Breaker
+	direct  bool // reads skip br: an InProcess store and no configured breaker
 	flights flights
 	pending *pendingSet
 	log     *slog.Logger
@@ -178,6 +180,8 @@ func New(cfg Config) (*Cache, error) {
 		cfg.Logger = slog.Default()
 	}
 	br := cfg.Breaker
+	_, inProcess := cfg.Store.(InProcess)
+	direct := br == nil && inProcess
 	if br == nil {
 		var err error
 		if br, err = breaker.New(breaker.Config{Name: "cache"}); err != nil {
@@ -189,7 +193,7 @@ func New(cfg Config) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{
-		cfg: cfg, store: cfg.Store, src: cfg.Source, br: br, pending: p, log: cfg.Logger,
+		cfg: cfg, store: cfg.Store, src: cfg.Source, br: br, direct: direct, pending: p, log: cfg.Logger,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 	c.wg.Add(1)
@@ -268,14 +272,21 @@ func (c *Cache) get(ctx context.Context, key string, load LoadFunc) ([]byte, err
 	}
 }
 
-// storeGet reads the store through the breaker.
-func (c *Cache) storeGet(ctx context.Context, key string) (Entry, bool, error) {
+// storeGet reads the store through the breaker (directly when c.direct). The entry goes
+// through named results, which spares the hit path a copy of it (see memstore.Store.Get).
+func (c *Cache) storeGet(ctx context.Context, key string) (e Entry, ok bool, err error) {
+	if c.direct {
+		if e, ok, err = c.store.Get(ctx, key); err != nil {
+			c.storeErrors.Add(1)
+		}
+		return e, ok, err
+	}
 	tok, err := c.br.Allow()
 	if err != nil {
 		c.storeErrors.Add(1)
-		return Entry{}, false, err
+		return e, false, err
 	}
-	e, ok, err := c.store.Get(ctx, key)
+	e, ok, err = c.store.Get(ctx, key)
 	tok.Done(err)
 	if err != nil {
 		c.storeErrors.Add(1)

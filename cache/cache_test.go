@@ -659,3 +659,54 @@ func TestBreakerClosesWithoutTraffic(t *testing.T) {
 		time.Sleep(5 * time.Millisecond) // polling
 	}
 }
+
+// inProcessStore is a flakyStore that says it is InProcess, counting the reads that reach
+// it.
+type inProcessStore struct {
+	*flakyStore
+	gets atomic.Int64
+}
+
+func (s *inProcessStore) InProcess() {}
+
+func (s *inProcessStore) Get(ctx context.Context, k string) (cache.Entry, bool, error) {
+	s.gets.Add(1)
+	return s.flakyStore.Get(ctx, k)
+}
+
+// TestInProcessReadsSkipBreaker: reads of an InProcess store skip the cache's default
+// breaker (every read reaches the store, even while it fails, and is answered from the
+// source), while a configured breaker still guards them (its 5 failures open it, and the
+// reads after that stay away from the store).
+func TestInProcessReadsSkipBreaker(t *testing.T) {
+	ctx := context.Background()
+	for _, configured := range []bool{false, true} {
+		src := newFakeSource()
+		if _, err := src.Write(ctx, "k", []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		store := &inProcessStore{flakyStore: &flakyStore{Store: newMem(t)}}
+		cfg := cache.Config{Store: store, Source: src}
+		if configured {
+			br, err := breaker.New(breaker.Config{ConsecutiveFailures: 5, OpenDuration: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Breaker = br
+		}
+		c := newCache(t, cfg)
+		store.down.Store(true)
+		for i := 0; i < 20; i++ {
+			if v, err := c.Get(ctx, "k"); err != nil || string(v) != "v" {
+				t.Fatalf("breaker configured %v: read %d = %q, %v; want the source's value", configured, i, v, err)
+			}
+		}
+		gets := store.gets.Load()
+		switch {
+		case !configured && gets != 20:
+			t.Errorf("default breaker: %d of 20 reads reached the store, want all", gets)
+		case configured && gets > 5:
+			t.Errorf("configured breaker: %d of 20 reads reached the store, want at most its 5 failures", gets)
+		}
+	}
+}

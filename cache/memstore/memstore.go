@@ -74,7 +74,13 @@ type Store struct {
 	clock     *otter.CoarseClock // nil with a precise clock
 }
 
-var _ cache.Store = (*Store)(nil)
+var (
+	_ cache.Store     = (*Store)(nil)
+	_ cache.InProcess = (*Store)(nil)
+)
+
+// InProcess marks the store as living in process memory (see cache.InProcess).
+func (s *Store) InProcess() {}
 
 // New returns an empty store.
 func New(cfg Config) (*Store, error) {
@@ -135,15 +141,18 @@ func ttlOf(ttl time.Duration) time.Duration {
 }
 
 // Get returns the entry under key. It never blocks and never fails before Close.
-func (s *Store) Get(_ context.Context, key string) (cache.Entry, bool, error) {
-	it, ok := s.items.GetIfPresent(key)
-	if !ok || it.kind == kindTombstone {
+func (s *Store) Get(_ context.Context, key string) (e cache.Entry, ok bool, err error) {
+	// The entry is written field by field into the named result: a composite literal
+	// returned as a value is built on the stack and copied, and the copy's wide loads of
+	// narrow stores just made stall the hit path.
+	it, found := s.items.GetIfPresent(key)
+	if !found || it.kind == kindTombstone {
 		if s.closed.Load() {
-			return cache.Entry{}, false, ErrClosed
+			return e, false, ErrClosed
 		}
-		return cache.Entry{}, false, nil
+		return e, false, nil
 	}
-	e := cache.Entry{Value: it.value, Version: it.version, Negative: it.kind == kindNegative, Cost: it.cost}
+	e.Value, e.Version, e.Negative, e.Cost = it.value, it.version, it.kind == kindNegative, it.cost
 	if it.expires != 0 {
 		e.Expires = time.Unix(0, it.expires)
 	}
