@@ -42,7 +42,10 @@
 // outlier detection (Ejector, also synchronous, with injected time) ejects a
 // backend after consecutive 5xx answers, connection errors or timeouts, for a
 // time that doubles on each repeated ejection, never ejecting more than
-// OutlierConfig.MaxEjectedPercent of the backends. A request is retried, on
+// OutlierConfig.MaxEjectedPercent of the backends. A 503 with Retry-After is
+// not counted either way: it says a dependency the backends share is down,
+// and ejecting the backend that said so would only send the same answers to
+// the others and eject them in turn. A request is retried, on
 // a backend not yet tried, only if its method is safe (GET, HEAD, OPTIONS,
 // TRACE) or it carries an Idempotency-Key (PUT and DELETE are idempotent, but
 // a replay of one the first backend applied before failing would land after

@@ -399,6 +399,16 @@ func trimOWS(b []byte) []byte {
 	return b
 }
 
+// has reports whether h has a header field named name (ASCII, any case).
+func (h *head) has(name string) bool {
+	for i := range h.headers {
+		if equalFold(h.headers[i].name, name) {
+			return true
+		}
+	}
+	return false
+}
+
 // equalFold reports whether b equals the ASCII string s, ignoring case.
 func equalFold(b []byte, s string) bool {
 	if len(b) != len(s) {

@@ -84,7 +84,9 @@ type HealthConfig struct {
 // OutlierConfig configures passive outlier detection.
 type OutlierConfig struct {
 	// ConsecutiveFailures (5xx answers, connection errors, timeouts) that
-	// eject a backend. Default 5. -1 disables ejection.
+	// eject a backend. A 503 with Retry-After (a dependency is down, which
+	// every backend shares) counts neither as a failure nor as a success.
+	// Default 5. -1 disables ejection.
 	ConsecutiveFailures int
 	// BaseEjection is the length of a first ejection; it doubles with each
 	// repeated one. Default 5s.

@@ -482,3 +482,51 @@ func runtimeGosched() { time.Sleep(time.Millisecond) } // polling pause, not syn
 var _ = retryBudgetGenerous
 
 var retryBudgetGenerous = retryBudget()
+
+// TestDependency503NotEjected: a backend answering 503 with Retry-After (a dependency of its
+// is down, which every backend shares) is not ejected and its answers are not counted as
+// failures; one answering 503 without Retry-After, or 500, is ejected after
+// ConsecutiveFailures.
+func TestDependency503NotEjected(t *testing.T) {
+	answer := func(code int, retryAfter bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			if retryAfter {
+				w.Header().Set("Retry-After", "1")
+			}
+			w.WriteHeader(code)
+		}
+	}
+	dep := newBackend(t, answer(http.StatusServiceUnavailable, true))
+	bare := newBackend(t, answer(http.StatusServiceUnavailable, false))
+	broken := newBackend(t, answer(http.StatusInternalServerError, false))
+	l, url := startLB(t, Config{
+		Policy:   RoundRobin,
+		Backends: []BackendConfig{{Addr: dep.addr()}, {Addr: bare.addr()}, {Addr: broken.addr()}},
+		Health:   HealthConfig{Disabled: true},
+		Outlier:  OutlierConfig{ConsecutiveFailures: 3, BaseEjection: time.Minute, MaxEjectedPercent: 100},
+	})
+	c := client()
+	// POSTs are not retried: each request reaches exactly one backend.
+	for i := range 12 {
+		resp, err := c.Post(url+"/orders", "text/plain", strings.NewReader("buy"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusInternalServerError {
+			t.Fatalf("POST %d: status %d", i, resp.StatusCode)
+		}
+	}
+	if n := dep.hits.Load(); n < 3 {
+		t.Fatalf("the dependency-503 backend got %d requests, want at least 3 (as many as eject the others)", n)
+	}
+	if s := statusOf(l, dep.addr()); s.Ejected || s.Failures != 0 {
+		t.Errorf("503 with Retry-After: ejected %v, failures %d; want neither", s.Ejected, s.Failures)
+	}
+	for _, b := range []*backend{bare, broken} {
+		if s := statusOf(l, b.addr()); !s.Ejected {
+			t.Errorf("%s (%d requests, %d failures) not ejected, want ejected after 3 failures", b.addr(), b.hits.Load(), s.Failures)
+		}
+	}
+}

@@ -496,6 +496,17 @@ func (cc *clientConn) tryFailed(b *Backend, bc *bconn, start int64, err error, m
 	return attemptResult{outcome: outcomeDone}
 }
 
+// dependencyUnavailable reports whether a response is a 503 with Retry-After: the backend
+// answered, and says that something it depends on (a database shard, a cache tier) cannot
+// serve the request now. Every backend shares such a dependency, so ejecting the one that
+// said it would only move the same answers to the others, and eject them in turn, each time
+// for longer: the outlier detector counts it neither as a failure nor as a success. A
+// backend that cannot serve at all fails its readiness check instead (503 there takes it out
+// of rotation), and one that is broken answers other 5xx, fails to connect or times out.
+func dependencyUnavailable(resp *head) bool {
+	return resp.status == http.StatusServiceUnavailable && resp.has("Retry-After")
+}
+
 // sent says how much of a request reached its backend.
 type sent uint8
 
@@ -514,8 +525,11 @@ func (cc *clientConn) respond(b *Backend, bc *bconn, start int64, mayRetry bool,
 	req := &cc.req
 	resp := &cc.resp
 	now := monoNow()
-	ok := resp.status < 500
-	b.observe(now, now-start, ok, l.opts.decay)
+	if dependencyUnavailable(resp) {
+		b.observeLatency(now, now-start, l.opts.decay)
+	} else {
+		b.observe(now, now-start, resp.status < 500, l.opts.decay)
+	}
 	if mayRetry && l.opts.retryOnStatus(resp.status) {
 		b.closeConn(bc)
 		return attemptResult{outcome: outcomeRetry, status: resp.status}

@@ -192,9 +192,9 @@ func startTopo(t *testing.T, spec topoSpec) *topo {
 	}
 	cfg := lb.Config{
 		Health: lb.HealthConfig{Interval: 200 * time.Millisecond, Timeout: 300 * time.Millisecond, Rise: 2, Fall: 2},
-		// App servers answer 503 while a dependency is down, and the balancer counts those:
-		// under a series of faults one server can be ejected again and again, each time for
-		// twice as long. The cap keeps the last ejection within the scenarios' recovery bound.
+		// A server killed again and again is ejected each time for twice as long: the cap
+		// keeps the last ejection within the scenarios' recovery bound. (App servers' 503s
+		// with Retry-After while a dependency is down do not count against them.)
 		Outlier: lb.OutlierConfig{ConsecutiveFailures: 3, BaseEjection: 2 * time.Second, MaxEjection: 8 * time.Second},
 		Retry:   lb.RetryConfig{Attempts: 3, PerTryTimeout: 4 * time.Second},
 		// Connections from the test are many and short-lived at times.
