@@ -41,8 +41,9 @@ func (noSource) Write(context.Context, string, []byte) (int64, error) { panic("u
 func (noSource) Delete(context.Context, string) (int64, error)        { panic("unexpected delete") }
 
 // BenchmarkCacheAsideHitParallel: a cache hit on 100,000 keys from parallel callers, through
-// Strata's read path over the in-process store (breaker, tombstone check, negative entries,
-// counters) against a raw otter v2 GetIfPresent of the same keys and values.
+// Strata's read path over the in-process store (pending-invalidation check, tombstone and
+// negative entries, the hit counter; an in-process store is read without a breaker, through
+// memstore.Peek) against a raw otter v2 GetIfPresent of the same keys and values.
 func BenchmarkCacheAsideHitParallel(b *testing.B) {
 	keys := cacheBenchKeyNames()
 	value := []byte(`{"name":"ada","id":1}`)

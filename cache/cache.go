@@ -129,7 +129,8 @@ type Cache struct {
 	store   Store
 	src     Source
 	br      *breaker.Breaker
-	direct  bool // reads skip br: an InProcess store and no configured breaker
+	direct  bool   // reads skip br: an InProcess store and no configured breaker
+	peek    Peeker // hits are served through it first (see Peeker); nil: through Get
 	flights flights
 	pending *pendingSet
 	log     *slog.Logger
@@ -196,6 +197,9 @@ func New(cfg Config) (*Cache, error) {
 		cfg: cfg, store: cfg.Store, src: cfg.Source, br: br, direct: direct, pending: p, log: cfg.Logger,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
+	if pk, ok := cfg.Store.(Peeker); ok && direct && cfg.EarlyRefresh == 0 {
+		c.peek = pk
+	}
 	c.wg.Add(1)
 	go c.retryLoop()
 	if p.n.Load() > 0 {
@@ -230,6 +234,17 @@ func (c *Cache) GetFunc(ctx context.Context, key string, load LoadFunc) ([]byte,
 }
 
 func (c *Cache) get(ctx context.Context, key string, load LoadFunc) ([]byte, error) {
+	if c.peek != nil && !c.pending.has(key) {
+		// A miss here reads the store again below: for an in-process store, a second
+		// lookup in memory, and it keeps this path to the few fields of a hit.
+		if v, negative, ok := c.peek.Peek(key); ok {
+			c.hits.add()
+			if negative {
+				return nil, notFound(key)
+			}
+			return v, nil
+		}
+	}
 	missed := false
 	for {
 		if c.pending.has(key) && !c.flushPending(ctx, key) {

@@ -710,3 +710,59 @@ func TestInProcessReadsSkipBreaker(t *testing.T) {
 		}
 	}
 }
+
+// peekStore is a memstore whose Peek calls are counted.
+type peekStore struct {
+	*memstore.Store
+	peeks atomic.Int64
+}
+
+func (s *peekStore) Peek(key string) ([]byte, bool, bool) {
+	s.peeks.Add(1)
+	return s.Store.Peek(key)
+}
+
+// TestHitsThroughPeek: a cache over a Peeker serves hits, of values and of negative entries,
+// through Peek, with the same answers and counters as through Get; early refresh or a
+// configured breaker keep reads on Get.
+func TestHitsThroughPeek(t *testing.T) {
+	ctx := context.Background()
+	br, err := breaker.New(breaker.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		cfg      func(*cache.Config)
+		wantPeek bool
+	}{
+		{"default", func(*cache.Config) {}, true},
+		{"early refresh", func(c *cache.Config) { c.EarlyRefresh = 1 }, false},
+		{"configured breaker", func(c *cache.Config) { c.Breaker = br }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newFakeSource()
+			if _, err := src.Write(ctx, "k", []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+			store := &peekStore{Store: newMem(t)}
+			cfg := cache.Config{Store: store, Source: src}
+			tc.cfg(&cfg)
+			c := newCache(t, cfg)
+			for i := 0; i < 3; i++ {
+				if v, err := c.Get(ctx, "k"); err != nil || string(v) != "v" {
+					t.Fatalf("read %d of k = %q, %v", i, v, err)
+				}
+				if _, err := c.Get(ctx, "gone"); !errors.Is(err, cache.ErrNotFound) {
+					t.Fatalf("read %d of an absent key: %v, want ErrNotFound", i, err)
+				}
+			}
+			if st := c.Stats(); st.Hits != 4 || st.Misses != 2 || st.Loads != 2 {
+				t.Errorf("hits %d, misses %d, loads %d; want 4, 2, 2", st.Hits, st.Misses, st.Loads)
+			}
+			if got := store.peeks.Load() > 0; got != tc.wantPeek {
+				t.Errorf("%d Peek calls, want some: %v", store.peeks.Load(), tc.wantPeek)
+			}
+		})
+	}
+}

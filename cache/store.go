@@ -110,6 +110,17 @@ type InProcess interface {
 	InProcess()
 }
 
+// Peeker is implemented by in-process stores (memstore) that can answer a hit with its
+// value alone. Peek returns the value of key's live entry and whether it is a negative
+// entry; ok is false on a miss, on a tombstone and whenever Get might answer otherwise (a
+// closed store), and the cache then reads the key through Get. A cache over a Peeker, with
+// no configured breaker and no early refresh (which needs the entry's expiry and cost),
+// serves its hits through Peek: the few fields come back in registers, where a whole Entry
+// would be copied through the calls.
+type Peeker interface {
+	Peek(key string) (value []byte, negative, ok bool)
+}
+
 // Lease is a held fill lease.
 type Lease interface {
 	// Release gives the lease up early (after the fill). Releasing an expired or stolen lease

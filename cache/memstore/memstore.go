@@ -77,6 +77,7 @@ type Store struct {
 var (
 	_ cache.Store     = (*Store)(nil)
 	_ cache.InProcess = (*Store)(nil)
+	_ cache.Peeker    = (*Store)(nil)
 )
 
 // InProcess marks the store as living in process memory (see cache.InProcess).
@@ -157,6 +158,16 @@ func (s *Store) Get(_ context.Context, key string) (e cache.Entry, ok bool, err 
 		e.Expires = time.Unix(0, it.expires)
 	}
 	return e, true, nil
+}
+
+// Peek returns the value of key's live entry and whether it is negative, without the rest
+// of the entry; ok is false on a miss, a tombstone or a closed store (see cache.Peeker).
+func (s *Store) Peek(key string) (value []byte, negative, ok bool) {
+	it, found := s.items.GetIfPresent(key)
+	if !found || it.kind == kindTombstone || s.closed.Load() {
+		return nil, false, false
+	}
+	return it.value, it.kind == kindNegative, true
 }
 
 // SetIfNewer stores e unless the store holds a newer entry or tombstone (see cache.Store).

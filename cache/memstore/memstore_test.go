@@ -93,3 +93,46 @@ func Example() {
 	// true
 	// false
 }
+
+// TestPeekAgreesWithGet: Peek answers as Get does for a value, an empty value, a negative
+// entry, a tombstone, a miss and an expired entry.
+func TestPeekAgreesWithGet(t *testing.T) {
+	ctx := context.Background()
+	s, err := memstore.New(memstore.Config{ClockResolution: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	set := func(key string, e cache.Entry, ttl time.Duration) {
+		t.Helper()
+		if _, err := s.SetIfNewer(ctx, key, e, ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("value", cache.Entry{Value: []byte("v"), Version: 1}, time.Hour)
+	set("empty", cache.Entry{Value: []byte{}, Version: 1}, time.Hour)
+	set("negative", cache.Entry{Negative: true, Version: 2}, time.Hour)
+	set("expiring", cache.Entry{Value: []byte("e"), Version: 1}, time.Millisecond)
+	if err := s.Invalidate(ctx, "tombstone", 3, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, ok, _ := s.Get(ctx, "expiring"); !ok {
+			break
+		}
+		time.Sleep(time.Millisecond) // polling for the expiry
+	}
+	for _, key := range []string{"value", "empty", "negative", "tombstone", "absent", "expiring"} {
+		e, ok, err := s.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, negative, pok := s.Peek(key)
+		if pok != ok || negative != e.Negative || string(v) != string(e.Value) || (v == nil) != (e.Value == nil) {
+			t.Errorf("%s: Peek = %q, negative %v, ok %v; Get = %q, negative %v, ok %v", key, v, negative, pok, e.Value, e.Negative, ok)
+		}
+		if key == "value" && !pok {
+			t.Errorf("Peek missed a live entry")
+		}
+	}
+}
