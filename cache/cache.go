@@ -50,8 +50,8 @@ type Config struct {
 	LeaseWait time.Duration
 	// Breaker guards the store: errors and timeouts count as failures, and while it is open
 	// reads go straight to the source and writes queue their invalidation. Default: a breaker
-	// with breaker.Config's defaults (opens after 5 failures in a row, for 10 seconds),
-	// which reads of an InProcess store skip.
+	// with breaker.Config's defaults (opens after 5 failures in a row, for 10 seconds). Reads
+	// of an InProcess store skip it.
 	Breaker *breaker.Breaker
 	// PendingPath is the file of invalidations that could not be applied yet (the store was
 	// down). They are replayed at New and retried every RetryInterval; while a key has one,
@@ -129,7 +129,7 @@ type Cache struct {
 	store   Store
 	src     Source
 	br      *breaker.Breaker
-	direct  bool   // reads skip br: an InProcess store and no configured breaker
+	direct  bool   // reads skip br: an InProcess store
 	peek    Peeker // hits are served through it first (see Peeker); nil: through Get
 	flights flights
 	pending *pendingSet
@@ -181,8 +181,7 @@ func New(cfg Config) (*Cache, error) {
 		cfg.Logger = slog.Default()
 	}
 	br := cfg.Breaker
-	_, inProcess := cfg.Store.(InProcess)
-	direct := br == nil && inProcess
+	_, direct := cfg.Store.(InProcess)
 	if br == nil {
 		var err error
 		if br, err = breaker.New(breaker.Config{Name: "cache"}); err != nil {

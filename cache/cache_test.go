@@ -660,53 +660,60 @@ func TestBreakerClosesWithoutTraffic(t *testing.T) {
 	}
 }
 
-// inProcessStore is a flakyStore that says it is InProcess, counting the reads that reach
-// it.
-type inProcessStore struct {
+// countingStore is a flakyStore that counts the reads reaching it.
+type countingStore struct {
 	*flakyStore
 	gets atomic.Int64
 }
 
-func (s *inProcessStore) InProcess() {}
-
-func (s *inProcessStore) Get(ctx context.Context, k string) (cache.Entry, bool, error) {
+func (s *countingStore) Get(ctx context.Context, k string) (cache.Entry, bool, error) {
 	s.gets.Add(1)
 	return s.flakyStore.Get(ctx, k)
 }
 
-// TestInProcessReadsSkipBreaker: reads of an InProcess store skip the cache's default
-// breaker (every read reaches the store, even while it fails, and is answered from the
-// source), while a configured breaker still guards them (its 5 failures open it, and the
-// reads after that stay away from the store).
+// inProcessStore is a countingStore that says it is InProcess.
+type inProcessStore struct{ *countingStore }
+
+func (s inProcessStore) InProcess() {}
+
+// TestInProcessReadsSkipBreaker: reads of an InProcess store skip the cache's breaker, the
+// default one or a configured one (every read reaches the store, even while it fails, and is
+// answered from the source), while the same breaker guards a store that is not InProcess
+// (its 5 failures open it, and the reads after that stay away from the store).
 func TestInProcessReadsSkipBreaker(t *testing.T) {
 	ctx := context.Background()
-	for _, configured := range []bool{false, true} {
+	for _, tc := range []struct {
+		inProcess, configured bool
+	}{{true, false}, {true, true}, {false, false}, {false, true}} {
 		src := newFakeSource()
 		if _, err := src.Write(ctx, "k", []byte("v")); err != nil {
 			t.Fatal(err)
 		}
-		store := &inProcessStore{flakyStore: &flakyStore{Store: newMem(t)}}
-		cfg := cache.Config{Store: store, Source: src}
-		if configured {
-			br, err := breaker.New(breaker.Config{ConsecutiveFailures: 5, OpenDuration: time.Minute})
-			if err != nil {
-				t.Fatal(err)
-			}
+		counting := &countingStore{flakyStore: &flakyStore{Store: newMem(t)}}
+		cfg := cache.Config{Store: counting, Source: src}
+		if tc.inProcess {
+			cfg.Store = inProcessStore{counting}
+		}
+		br, err := breaker.New(breaker.Config{ConsecutiveFailures: 5, OpenDuration: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.configured {
 			cfg.Breaker = br
 		}
 		c := newCache(t, cfg)
-		store.down.Store(true)
+		counting.down.Store(true)
 		for i := 0; i < 20; i++ {
 			if v, err := c.Get(ctx, "k"); err != nil || string(v) != "v" {
-				t.Fatalf("breaker configured %v: read %d = %q, %v; want the source's value", configured, i, v, err)
+				t.Fatalf("%+v: read %d = %q, %v; want the source's value", tc, i, v, err)
 			}
 		}
-		gets := store.gets.Load()
+		gets := counting.gets.Load()
 		switch {
-		case !configured && gets != 20:
-			t.Errorf("default breaker: %d of 20 reads reached the store, want all", gets)
-		case configured && gets > 5:
-			t.Errorf("configured breaker: %d of 20 reads reached the store, want at most its 5 failures", gets)
+		case tc.inProcess && gets != 20:
+			t.Errorf("%+v: %d of 20 reads reached the store, want all", tc, gets)
+		case !tc.inProcess && gets > 5:
+			t.Errorf("%+v: %d of 20 reads reached the store, want at most the breaker's 5 failures", tc, gets)
 		}
 	}
 }
@@ -722,9 +729,9 @@ func (s *peekStore) Peek(key string) ([]byte, bool, bool) {
 	return s.Store.Peek(key)
 }
 
-// TestHitsThroughPeek: a cache over a Peeker serves hits, of values and of negative entries,
-// through Peek, with the same answers and counters as through Get; early refresh or a
-// configured breaker keep reads on Get.
+// TestHitsThroughPeek: a cache over an InProcess Peeker serves hits, of values and of
+// negative entries, through Peek, with the same answers and counters as through Get, with a
+// configured breaker too; early refresh keeps reads on Get.
 func TestHitsThroughPeek(t *testing.T) {
 	ctx := context.Background()
 	br, err := breaker.New(breaker.Config{})
@@ -738,7 +745,7 @@ func TestHitsThroughPeek(t *testing.T) {
 	}{
 		{"default", func(*cache.Config) {}, true},
 		{"early refresh", func(c *cache.Config) { c.EarlyRefresh = 1 }, false},
-		{"configured breaker", func(c *cache.Config) { c.Breaker = br }, false},
+		{"configured breaker", func(c *cache.Config) { c.Breaker = br }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := newFakeSource()

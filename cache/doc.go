@@ -16,7 +16,7 @@
 //   - Store calls go through a breaker: with the cache tier down, reads go to the source,
 //     writes still succeed (their invalidations wait in the pending queue), nothing hangs.
 //     Reads of an in-process store (InProcess: memstore), which cannot be down, skip the
-//     default breaker and its per-call bookkeeping.
+//     breaker and its per-call bookkeeping.
 //   - TTLs carry jitter (Config.Jitter) so that keys filled together do not expire together.
 //   - Optional early refresh (Config.EarlyRefresh, XFetch): a hot key is reloaded in the
 //     background shortly before it expires, so it does not expire under load.

@@ -102,10 +102,10 @@ type Pinger interface {
 }
 
 // InProcess is implemented by stores that live in the process's own memory (memstore): a
-// call cannot time out or find the store down, so a cache without a configured
-// Config.Breaker reads them directly, sparing every hit the breaker's bookkeeping (an atomic
-// add that, on a hit costing tens of nanoseconds, is a large share of it). Writes and
-// invalidations still go through the cache's breaker, which such a store never trips.
+// call cannot time out or find the store down, so the cache reads them without its breaker,
+// sparing every hit the breaker's bookkeeping (an atomic add that, on a hit costing tens of
+// nanoseconds, is a large share of it). Writes and invalidations still go through the
+// breaker, which such a store never trips.
 type InProcess interface {
 	InProcess()
 }
@@ -113,10 +113,10 @@ type InProcess interface {
 // Peeker is implemented by in-process stores (memstore) that can answer a hit with its
 // value alone. Peek returns the value of key's live entry and whether it is a negative
 // entry; ok is false on a miss, on a tombstone and whenever Get might answer otherwise (a
-// closed store), and the cache then reads the key through Get. A cache over a Peeker, with
-// no configured breaker and no early refresh (which needs the entry's expiry and cost),
-// serves its hits through Peek: the few fields come back in registers, where a whole Entry
-// would be copied through the calls.
+// closed store), and the cache then reads the key through Get. A cache over an InProcess
+// Peeker without early refresh (which needs the entry's expiry and cost) serves its hits
+// through Peek: the few fields come back in registers, where a whole Entry would be copied
+// through the calls.
 type Peeker interface {
 	Peek(key string) (value []byte, negative, ok bool)
 }
