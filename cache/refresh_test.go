@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/strata-project/strata/cache"
+	"github.com/strata-project/strata/cache/memstore"
 )
 
 // testClock is the clock early refresh reads: the real time until set, then the time set.
@@ -115,6 +116,30 @@ func awaitLeaseFree(t *testing.T, s cache.Store, key string) {
 		}
 		time.Sleep(100 * time.Microsecond) // polling
 	}
+}
+
+// refreshFixture is what the early-refresh tests of one cache start from: a source, a
+// memstore, the clock early refresh reads, the refreshes' events and a cache with
+// EarlyRefresh 1 over the memstore (or over what wrap makes of it).
+type refreshFixture struct {
+	src    *fakeSource
+	mem    *memstore.Store
+	clock  *testClock
+	events refreshes
+	c      *cache.Cache
+}
+
+func newRefreshFixture(t *testing.T, cfg cache.Config, wrap func(cache.Store) cache.Store) *refreshFixture {
+	f := &refreshFixture{src: newFakeSource(), mem: newMem(t), clock: &testClock{}}
+	var hook func(string, bool)
+	f.events, hook = newRefreshes()
+	cfg.Store = f.mem
+	if wrap != nil {
+		cfg.Store = wrap(f.mem)
+	}
+	cfg.Source, cfg.EarlyRefresh, cfg.Now, cfg.Hooks.OnRefresh = f.src, 1, f.clock.now, hook
+	f.c = newCache(t, cfg)
+	return f
 }
 
 // TestEarlyRefreshOff: with EarlyRefresh 0 (the default) a hit never refreshes, even on an
@@ -245,13 +270,9 @@ func testRefreshOnce(t *testing.T, n int, leaseTTL time.Duration) {
 // cannot store it over the write's tombstone; the next read loads the new value.
 func TestEarlyRefreshRacingWriteNotStored(t *testing.T) {
 	ctx := context.Background()
-	src := newFakeSource()
+	f := newRefreshFixture(t, cache.Config{}, nil)
+	src, mem, clock, events, c := f.src, f.mem, f.clock, f.events, f.c
 	src.Write(ctx, "k", []byte("v1"))
-	mem := newMem(t)
-	var clock testClock
-	events, hook := newRefreshes()
-	c := newCache(t, cache.Config{Store: mem, Source: src, EarlyRefresh: 1, Now: clock.now,
-		Hooks: cache.Hooks{OnRefresh: hook}})
 	old := fill(t, c, mem, "k", "v1")
 	g := holdLoads(t, src, "k")
 	clock.set(old.Expires)
@@ -284,14 +305,10 @@ func TestEarlyRefreshRacingWriteNotStored(t *testing.T) {
 // the value it read before the write, as a fill would not.
 func TestEarlyRefreshAcrossStoreRestartNotStored(t *testing.T) {
 	ctx := context.Background()
-	src := newFakeSource()
+	var fl *flakyStore
+	f := newRefreshFixture(t, cache.Config{}, func(s cache.Store) cache.Store { fl = &flakyStore{Store: s}; return fl })
+	src, mem, clock, events, c := f.src, f.mem, f.clock, f.events, f.c
 	src.Write(ctx, "k", []byte("v1"))
-	mem := newMem(t)
-	fl := &flakyStore{Store: mem}
-	var clock testClock
-	events, hook := newRefreshes()
-	c := newCache(t, cache.Config{Store: fl, Source: src, EarlyRefresh: 1, Now: clock.now,
-		Hooks: cache.Hooks{OnRefresh: hook}})
 	old := fill(t, c, mem, "k", "v1")
 	g := holdLoads(t, src, "k")
 	clock.set(old.Expires)
@@ -324,13 +341,9 @@ func TestEarlyRefreshAcrossStoreRestartNotStored(t *testing.T) {
 // invalidation has not arrived), the refresh stores the newer version, and reads hit it.
 func TestEarlyRefreshStoresNewerVersion(t *testing.T) {
 	ctx := context.Background()
-	src := newFakeSource()
+	f := newRefreshFixture(t, cache.Config{}, nil)
+	src, mem, clock, events, c := f.src, f.mem, f.clock, f.events, f.c
 	src.Write(ctx, "k", []byte("v1"))
-	mem := newMem(t)
-	var clock testClock
-	events, hook := newRefreshes()
-	c := newCache(t, cache.Config{Store: mem, Source: src, EarlyRefresh: 1, Now: clock.now,
-		Hooks: cache.Hooks{OnRefresh: hook}})
 	old := fill(t, c, mem, "k", "v1")
 	if _, err := src.Write(ctx, "k", []byte("v2")); err != nil {
 		t.Fatal(err)
@@ -356,12 +369,8 @@ func TestEarlyRefreshStoresNewerVersion(t *testing.T) {
 // answering not-found meanwhile.
 func TestEarlyRefreshNegativeEntry(t *testing.T) {
 	ctx := context.Background()
-	src := newFakeSource()
-	mem := newMem(t)
-	var clock testClock
-	events, hook := newRefreshes()
-	c := newCache(t, cache.Config{Store: mem, Source: src, Jitter: -1, EarlyRefresh: 1, Now: clock.now,
-		Hooks: cache.Hooks{OnRefresh: hook}})
+	f := newRefreshFixture(t, cache.Config{Jitter: -1}, nil)
+	mem, clock, events, c := f.mem, f.clock, f.events, f.c
 	if _, err := c.Get(ctx, "absent"); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("Get = %v, want ErrNotFound", err)
 	}
