@@ -140,3 +140,31 @@ func benchXTimeRate(b *testing.B, created, keys []string) {
 		b.Fatalf("%d calls denied, want all allowed", denied.Load())
 	}
 }
+
+// BenchmarkClockReadParallel measures the floor under the keyed families' plain form: the
+// monotonic clock read that every decision of it makes (time-since, as Strata's GCRA reads
+// it), next to the full time.Now the x/time/rate Limiter reads. Not a peer comparison.
+func BenchmarkClockReadParallel(b *testing.B) {
+	epoch := time.Now()
+	for _, tc := range []struct {
+		name string
+		read func() int64
+	}{
+		{"time-since", func() int64 { return int64(time.Since(epoch)) }},
+		{"time-now", func() int64 { return time.Now().UnixNano() }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var sink atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				var s int64
+				for pb.Next() {
+					s += tc.read()
+				}
+				sink.Add(s)
+			})
+			if sink.Load() == 0 {
+				b.Fatal("the clock never advanced")
+			}
+		})
+	}
+}
