@@ -142,6 +142,16 @@ func newRefreshFixture(t *testing.T, cfg cache.Config, wrap func(cache.Store) ca
 	return f
 }
 
+// fillK writes v1 under "k" in the source and fills the cache with it, returning the
+// stored entry.
+func (f *refreshFixture) fillK(t *testing.T) cache.Entry {
+	t.Helper()
+	if _, err := f.src.Write(context.Background(), "k", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	return fill(t, f.c, f.mem, "k", "v1")
+}
+
 // TestEarlyRefreshOff: with EarlyRefresh 0 (the default) a hit never refreshes, even on an
 // entry the clock says has expired; with it on, a hit far from expiry does not either.
 func TestEarlyRefreshOff(t *testing.T) {
@@ -271,31 +281,29 @@ func testRefreshOnce(t *testing.T, n int, leaseTTL time.Duration) {
 func TestEarlyRefreshRacingWriteNotStored(t *testing.T) {
 	ctx := context.Background()
 	f := newRefreshFixture(t, cache.Config{}, nil)
-	src, mem, clock, events, c := f.src, f.mem, f.clock, f.events, f.c
-	src.Write(ctx, "k", []byte("v1"))
-	old := fill(t, c, mem, "k", "v1")
-	g := holdLoads(t, src, "k")
-	clock.set(old.Expires)
-	if v := mustGet(t, c.Get, "k"); v != "v1" {
+	old := f.fillK(t)
+	g := holdLoads(t, f.src, "k")
+	f.clock.set(old.Expires)
+	if v := mustGet(t, f.c.Get, "k"); v != "v1" {
 		t.Fatalf("Get = %q, want v1", v)
 	}
 	<-g.started // the refresh holds v1
-	clock.real()
-	if _, err := c.WriteAround(ctx, "k", []byte("v2")); err != nil {
+	f.clock.real()
+	if _, err := f.c.WriteAround(ctx, "k", []byte("v2")); err != nil {
 		t.Fatal(err)
 	}
 	g.release()
-	if events.next(t) {
+	if f.events.next(t) {
 		t.Fatal("the refresh stored its value over a newer tombstone")
 	}
-	src.setHook(nil)
-	if st := c.Stats(); st.RefreshesStored != 0 || st.Refused != 1 {
+	f.src.setHook(nil)
+	if st := f.c.Stats(); st.RefreshesStored != 0 || st.Refused != 1 {
 		t.Fatalf("stats %+v: want the refresh's set refused", st)
 	}
-	if r, _ := mem.SetIfNewer(ctx, "k", cache.Entry{Value: []byte("v1"), Version: old.Version}, time.Hour); r != cache.Refused {
+	if r, _ := f.mem.SetIfNewer(ctx, "k", cache.Entry{Value: []byte("v1"), Version: old.Version}, time.Hour); r != cache.Refused {
 		t.Fatal("the tombstone of the write is gone")
 	}
-	if v := mustGet(t, c.Get, "k"); v != "v2" {
+	if v := mustGet(t, f.c.Get, "k"); v != "v2" {
 		t.Fatalf("Get after the write = %q, want v2", v)
 	}
 }
@@ -307,32 +315,30 @@ func TestEarlyRefreshAcrossStoreRestartNotStored(t *testing.T) {
 	ctx := context.Background()
 	var fl *flakyStore
 	f := newRefreshFixture(t, cache.Config{}, func(s cache.Store) cache.Store { fl = &flakyStore{Store: s}; return fl })
-	src, mem, clock, events, c := f.src, f.mem, f.clock, f.events, f.c
-	src.Write(ctx, "k", []byte("v1"))
-	old := fill(t, c, mem, "k", "v1")
-	g := holdLoads(t, src, "k")
-	clock.set(old.Expires)
-	mustGet(t, c.Get, "k")
+	old := f.fillK(t)
+	g := holdLoads(t, f.src, "k")
+	f.clock.set(old.Expires)
+	mustGet(t, f.c.Get, "k")
 	<-g.started
-	clock.real()
-	if _, err := c.WriteAround(ctx, "k", []byte("v2")); err != nil {
+	f.clock.real()
+	if _, err := f.c.WriteAround(ctx, "k", []byte("v2")); err != nil {
 		t.Fatal(err)
 	}
 	fl.down.Store(true) // the store restarts: a call fails meanwhile...
-	_, _ = c.Get(ctx, "other")
+	_, _ = f.c.Get(ctx, "other")
 	fl.down.Store(false)
-	if err := mem.Delete(ctx, "k"); err != nil { // ...and it comes back without the tombstone
+	if err := f.mem.Delete(ctx, "k"); err != nil { // ...and it comes back without the tombstone
 		t.Fatal(err)
 	}
 	g.release()
-	if events.next(t) {
+	if f.events.next(t) {
 		t.Fatal("a refresh that spanned a store failure stored its value")
 	}
-	src.setHook(nil)
-	if _, ok, _ := mem.Get(ctx, "k"); ok {
+	f.src.setHook(nil)
+	if _, ok, _ := f.mem.Get(ctx, "k"); ok {
 		t.Fatal("the store holds an entry after the refresh: the old value was set")
 	}
-	if v := mustGet(t, c.Get, "k"); v != "v2" {
+	if v := mustGet(t, f.c.Get, "k"); v != "v2" {
 		t.Fatalf("Get = %q, want v2", v)
 	}
 }
@@ -342,26 +348,24 @@ func TestEarlyRefreshAcrossStoreRestartNotStored(t *testing.T) {
 func TestEarlyRefreshStoresNewerVersion(t *testing.T) {
 	ctx := context.Background()
 	f := newRefreshFixture(t, cache.Config{}, nil)
-	src, mem, clock, events, c := f.src, f.mem, f.clock, f.events, f.c
-	src.Write(ctx, "k", []byte("v1"))
-	old := fill(t, c, mem, "k", "v1")
-	if _, err := src.Write(ctx, "k", []byte("v2")); err != nil {
+	old := f.fillK(t)
+	if _, err := f.src.Write(ctx, "k", []byte("v2")); err != nil {
 		t.Fatal(err)
 	}
-	clock.set(old.Expires)
-	if v := mustGet(t, c.Get, "k"); v != "v1" {
+	f.clock.set(old.Expires)
+	if v := mustGet(t, f.c.Get, "k"); v != "v1" {
 		t.Fatalf("Get = %q, want the cached v1 while the refresh runs", v)
 	}
-	if !events.next(t) {
+	if !f.events.next(t) {
 		t.Fatal("the refresh of a newer version was not stored")
 	}
-	clock.real()
-	if e := storeEntry(t, mem, "k"); e.Version != old.Version+1 || string(e.Value) != "v2" {
+	f.clock.real()
+	if e := storeEntry(t, f.mem, "k"); e.Version != old.Version+1 || string(e.Value) != "v2" {
 		t.Fatalf("store holds %+v after the refresh, want v2", e)
 	}
-	loads := src.loads.Load()
-	if v := mustGet(t, c.Get, "k"); v != "v2" || src.loads.Load() != loads {
-		t.Fatalf("Get = %q with %d loads, want v2 from the cache", v, src.loads.Load()-loads)
+	loads := f.src.loads.Load()
+	if v := mustGet(t, f.c.Get, "k"); v != "v2" || f.src.loads.Load() != loads {
+		t.Fatalf("Get = %q with %d loads, want v2 from the cache", v, f.src.loads.Load()-loads)
 	}
 }
 
@@ -370,20 +374,19 @@ func TestEarlyRefreshStoresNewerVersion(t *testing.T) {
 func TestEarlyRefreshNegativeEntry(t *testing.T) {
 	ctx := context.Background()
 	f := newRefreshFixture(t, cache.Config{Jitter: -1}, nil)
-	mem, clock, events, c := f.mem, f.clock, f.events, f.c
-	if _, err := c.Get(ctx, "absent"); !errors.Is(err, cache.ErrNotFound) {
+	if _, err := f.c.Get(ctx, "absent"); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("Get = %v, want ErrNotFound", err)
 	}
-	awaitLeaseFree(t, mem, "absent")
-	old := storeEntry(t, mem, "absent")
-	clock.set(old.Expires)
-	if _, err := c.Get(ctx, "absent"); !errors.Is(err, cache.ErrNotFound) {
+	awaitLeaseFree(t, f.mem, "absent")
+	old := storeEntry(t, f.mem, "absent")
+	f.clock.set(old.Expires)
+	if _, err := f.c.Get(ctx, "absent"); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("Get = %v, want ErrNotFound", err)
 	}
-	if !events.next(t) {
+	if !f.events.next(t) {
 		t.Fatal("the refresh of a negative entry was not stored")
 	}
-	if e := storeEntry(t, mem, "absent"); !e.Negative || !e.Expires.After(old.Expires) {
+	if e := storeEntry(t, f.mem, "absent"); !e.Negative || !e.Expires.After(old.Expires) {
 		t.Fatalf("refreshed entry %+v, want a negative entry expiring after %v", e, old.Expires)
 	}
 }

@@ -19,11 +19,7 @@ import (
 func TestPingReachesEveryMaster(t *testing.T) {
 	c := testenv.RedisCluster(t, engines.RedisClusterOptions{})
 	ctx := context.Background()
-	s, err := redisstore.New(redisstore.Config{Addrs: c.Addrs(), Timeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openClose(t, redisstore.Config{Addrs: c.Addrs(), Timeout: 200 * time.Millisecond})
 	if err := s.Ping(ctx); err != nil {
 		t.Fatalf("Ping on a healthy cluster: %v", err)
 	}
@@ -77,11 +73,7 @@ func TestPingReachesEveryMaster(t *testing.T) {
 // TestPingSingle: Ping on a single server.
 func TestPingSingle(t *testing.T) {
 	r := testenv.Redis(t, engines.RedisOptions{})
-	s, err := redisstore.New(redisstore.Config{Addrs: []string{r.Addr()}, Timeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openClose(t, redisstore.Config{Addrs: []string{r.Addr()}, Timeout: 200 * time.Millisecond})
 	if err := s.Ping(context.Background()); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}

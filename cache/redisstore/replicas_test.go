@@ -19,11 +19,7 @@ import (
 func TestInvalidateDurableCluster(t *testing.T) {
 	c := testenv.RedisCluster(t, engines.RedisClusterOptions{})
 	ctx := context.Background()
-	s, err := redisstore.New(redisstore.Config{Addrs: c.Addrs()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openClose(t, redisstore.Config{Addrs: c.Addrs()})
 	r := s.Replicated(1)
 	if r.Replicas() != 1 {
 		t.Fatalf("Replicas() = %d, want 1", r.Replicas())
