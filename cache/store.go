@@ -112,8 +112,8 @@ type InProcess interface {
 
 // Peeker is implemented by in-process stores (memstore) that can answer a hit with its
 // value alone. Peek returns the value of key's live entry and whether it is a negative
-// entry; ok is false on a miss, on a tombstone and whenever Get might answer otherwise (a
-// closed store), and the cache then reads the key through Get. A cache over an InProcess
+// entry; ok is false on a miss and on a tombstone, and the cache then reads the key through
+// Get, which reports anything else (a closed store). A cache over an InProcess
 // Peeker without early refresh (which needs the entry's expiry and cost) serves its hits
 // through Peek: the few fields come back in registers, where a whole Entry would be copied
 // through the calls.

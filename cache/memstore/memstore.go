@@ -161,10 +161,11 @@ func (s *Store) Get(_ context.Context, key string) (e cache.Entry, ok bool, err 
 }
 
 // Peek returns the value of key's live entry and whether it is negative, without the rest
-// of the entry; ok is false on a miss, a tombstone or a closed store (see cache.Peeker).
+// of the entry; ok is false on a miss or a tombstone (see cache.Peeker). Like Get, it may
+// answer from memory after Close; a miss then reads through Get, which reports ErrClosed.
 func (s *Store) Peek(key string) (value []byte, negative, ok bool) {
 	it, found := s.items.GetIfPresent(key)
-	if !found || it.kind == kindTombstone || s.closed.Load() {
+	if !found || it.kind == kindTombstone {
 		return nil, false, false
 	}
 	return it.value, it.kind == kindNegative, true
