@@ -33,7 +33,13 @@ type Memcached struct {
 }
 
 // StartMemcached starts memcached (TCP only, UDP off) and waits until it answers "version".
+// Without MemcachedOptions.Port it runs on a free port, moving to another if that one is
+// taken before the server binds it (see onFreePort).
 func StartMemcached(ctx context.Context, opts MemcachedOptions) (*Memcached, error) {
+	return startMemcached(ctx, opts, FreePort)
+}
+
+func startMemcached(ctx context.Context, opts MemcachedOptions, pick func() (int, error)) (*Memcached, error) {
 	bin, err := LookBinary("memcached")
 	if err != nil {
 		return nil, err
@@ -44,40 +50,42 @@ func StartMemcached(ctx context.Context, opts MemcachedOptions) (*Memcached, err
 	if err := makeDir(opts.Dir, runAs{}); err != nil {
 		return nil, err
 	}
-	if opts.Port == 0 {
-		if opts.Port, err = FreePort(); err != nil {
-			return nil, err
-		}
-	}
 	if opts.MemoryMB == 0 {
 		opts.MemoryMB = 64
 	}
-	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(opts.Port), "-U", "0", "-m", strconv.Itoa(opts.MemoryMB)}
 	acct, err := serviceAccount()
 	if err != nil {
 		return nil, err
 	}
-	if acct.cred != nil {
-		// memcached refuses to run as root unless told which user to become.
-		name := "nobody"
-		if u, err := lookupName(acct.uid); err == nil {
-			name = u
+	var m *Memcached
+	err = onFreePort(opts.Port, pick, func(port int) error {
+		args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", strconv.Itoa(opts.MemoryMB)}
+		if acct.cred != nil {
+			// memcached refuses to run as root unless told which user to become.
+			name := "nobody"
+			if u, err := lookupName(acct.uid); err == nil {
+				name = u
+			}
+			args = append(args, "-u", name)
 		}
-		args = append(args, "-u", name)
-	}
-	args = append(args, opts.Args...)
-	m := &Memcached{
-		process: &process{
-			name:    "memcached:" + strconv.Itoa(opts.Port),
-			bin:     bin,
-			args:    args,
-			logPath: filepath.Join(opts.Dir, "memcached.log"),
-			stopSig: syscall.SIGTERM,
-		},
-		addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(opts.Port)),
-	}
-	if err := m.Restart(ctx); err != nil {
-		m.close()
+		args = append(args, opts.Args...)
+		m = &Memcached{
+			process: &process{
+				name:    "memcached:" + strconv.Itoa(port),
+				bin:     bin,
+				args:    args,
+				logPath: filepath.Join(opts.Dir, "memcached.log"),
+				stopSig: syscall.SIGTERM,
+			},
+			addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		}
+		err := m.Restart(ctx)
+		if err != nil {
+			m.close()
+		}
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	return m, nil

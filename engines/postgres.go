@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -303,7 +302,7 @@ func (n *PGNode) DSN(db string) string {
 func (n *PGNode) startNew(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
 		err := n.Restart(ctx)
-		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "Address already in use") {
+		if err == nil || attempt == 3 || !portTaken(err) {
 			return err
 		}
 		port, perr := FreePort()

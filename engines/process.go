@@ -313,6 +313,31 @@ func (p *process) tailLog() string {
 	return string(b)
 }
 
+// onFreePort calls start with port when it is set (the caller's choice, tried once), else
+// with a port pick chose (FreePort). Such a port can be taken by another process of the
+// machine before the server binds it (test packages start engines at the same time): when
+// start fails with "Address already in use", it is called again on another port, three
+// times in all.
+func onFreePort(port int, pick func() (int, error), start func(port int) error) error {
+	fixed := port != 0
+	for attempt := 1; ; attempt++ {
+		if !fixed {
+			p, err := pick()
+			if err != nil {
+				return err
+			}
+			port = p
+		}
+		err := start(port)
+		if err == nil || fixed || attempt == 3 || !portTaken(err) {
+			return err
+		}
+	}
+}
+
+// portTaken reports whether a server failed to start because its port was in use.
+func portTaken(err error) bool { return strings.Contains(err.Error(), "Address already in use") }
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

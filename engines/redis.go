@@ -46,8 +46,14 @@ type Redis struct {
 	addr string
 }
 
-// StartRedis starts a redis-server and waits until it answers PING.
+// StartRedis starts a redis-server and waits until it answers PING. Without
+// RedisOptions.Port it runs on a free port, moving to another if that one is taken before
+// the server binds it (see onFreePort).
 func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
+	return startRedis(ctx, opts, FreePort)
+}
+
+func startRedis(ctx context.Context, opts RedisOptions, pick func() (int, error)) (*Redis, error) {
 	bin, err := LookBinary("redis-server")
 	if err != nil {
 		return nil, err
@@ -58,11 +64,29 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 	if err := makeDir(opts.Dir, runAs{}); err != nil {
 		return nil, err
 	}
-	if opts.Port == 0 {
-		if opts.Port, err = FreePort(); err != nil {
-			return nil, err
-		}
+	switch opts.AOF {
+	case AOFOff, AOFEverySec, AOFAlways:
+	default:
+		return nil, fmt.Errorf("engines: unknown AOF mode %d", opts.AOF)
 	}
+	var r *Redis
+	err = onFreePort(opts.Port, pick, func(port int) error {
+		opts.Port = port
+		r = newRedis(bin, opts)
+		err := r.Restart(ctx)
+		if err != nil {
+			r.close()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// newRedis returns the (not started) server of opts, whose Port is set.
+func newRedis(bin string, opts RedisOptions) *Redis {
 	args := []string{
 		"--port", strconv.Itoa(opts.Port),
 		"--bind", "127.0.0.1",
@@ -78,8 +102,6 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
 	case AOFAlways:
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
-	default:
-		return nil, fmt.Errorf("engines: unknown AOF mode %d", opts.AOF)
 	}
 	if opts.cluster {
 		args = append(args,
@@ -93,7 +115,7 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		)
 	}
 	args = append(args, opts.Args...)
-	r := &Redis{
+	return &Redis{
 		process: &process{
 			name:    "redis-server:" + strconv.Itoa(opts.Port),
 			bin:     bin,
@@ -104,11 +126,6 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		opts: opts,
 		addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(opts.Port)),
 	}
-	if err := r.Restart(ctx); err != nil {
-		r.close()
-		return nil, err
-	}
-	return r, nil
 }
 
 // Addr returns the node's host:port.
