@@ -5,8 +5,8 @@
 //
 // Each entry is one Redis string under Prefix+"e:"+key: a flags byte (negative, tombstone,
 // meta), the version as eight big-endian bytes, the expiry and load cost (8 bytes each, so
-// that early refresh needs no PTTL), then the value. Get is a single GET — atomic without a
-// script, and cacheable on the client. SetIfNewer, SetIfNotOlder and Invalidate are Lua
+// that early refresh needs no PTTL), then the value. Get reads one key without a script
+// (a GET, cacheable on the client, or its place in an MGET; see Batched reads). SetIfNewer, SetIfNotOlder and Invalidate are Lua
 // scripts (EVALSHA) that read the stored header and apply the ordering rule of cache.Store in
 // one step; they touch one key each, so they run unchanged on Redis Cluster, and keys spread
 // over all masters by their own hash slot. Versions are compared exactly over the whole
@@ -21,6 +21,21 @@
 // CLUSTERDOWN, TRYAGAIN, ...) wrap cache.ErrUnavailable, so that a breaker in front of the
 // store can open and strategies fall back to the source. A paused (hung) server costs one
 // Timeout per call, never more; the connection is replaced after a few timeouts.
+//
+// # Batched reads
+//
+// On a standalone Redis (or Sentinel) without client-side caching, the Gets that callers
+// make while earlier ones are under way are gathered and read with one MGET of up to
+// Config.MaxGetBatch keys (default 64), at most two such MGETs under way at once. There is
+// no worker goroutine and no waiting for a batch to fill: a Get made while the store is idle
+// is sent at once, alone; the calls that queue meanwhile go in the next MGET, sent by the
+// first of them as soon as a batch returns. Under load this costs Redis one command and each
+// end a few system calls per batch instead of per key (measured: about a quarter less CPU per
+// read for client and server together, and a fifth of the write system calls, with 64
+// concurrent readers). Each call keeps its own deadline and cancellation: a caller whose
+// context ends leaves the queue at once, and a batch is bounded by the earliest deadline in
+// it. On Redis Cluster keys of different hash slots cannot share a command, so each Get is
+// sent by itself there (rueidis still pipelines concurrent ones on each connection).
 //
 // # Client-side caching
 //
@@ -45,5 +60,6 @@
 // A go-redis GET per hit costs a network round trip on a pooled connection per call;
 // rueidis pipelines concurrent calls on a few connections, and client-side caching removes
 // the round trip for hot keys altogether while still being invalidated by the server. The
-// versioned scripts cost one EVALSHA per write; reads stay a plain GET.
+// versioned scripts cost one EVALSHA per write; reads stay a plain GET, gathered into MGETs
+// under concurrency.
 package redisstore

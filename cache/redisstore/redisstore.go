@@ -39,6 +39,14 @@ type Config struct {
 	// writing them to the connection: fewer system calls on both ends, more throughput
 	// under concurrency, at most this much added latency. Negative: off. Default 20µs.
 	MaxFlushDelay time.Duration
+	// MaxGetBatch bounds how many concurrent Gets are read with one MGET. Gets that callers
+	// make while earlier ones are under way are gathered and sent together, so that a burst
+	// of reads costs Redis one command and both ends a few system calls per batch instead of
+	// per key; a Get made while the store is idle is sent at once, alone. Standalone Redis
+	// (and Sentinel) only, without client-side caching: on a Redis Cluster, keys of
+	// different hash slots cannot share a command, and each Get is sent by itself (rueidis
+	// still pipelines them). Negative: off. Default 64.
+	MaxGetBatch int
 	// OnInvalidate, when set, is called with the store keys (without Prefix) whose client-side
 	// cached copies Redis invalidated, after they were dropped; nil keys mean "everything" (a
 	// flush or a lost connection). It runs on the connection's reader: keep it fast.
@@ -54,6 +62,7 @@ type Store struct {
 	timeout time.Duration
 	cscTTL  time.Duration
 	fences  fences
+	batch   *getBatcher // nil: one GET per Get
 	// deadline bounds the calls of callers whose context has neither deadline nor
 	// cancellation.
 	deadline sharedDeadline
@@ -114,6 +123,7 @@ func New(cfg Config) (*Store, error) {
 		s.timeout = 250 * time.Millisecond
 	}
 	if s.client != nil {
+		s.batchGets(cfg)
 		return s, nil
 	}
 	if len(cfg.Addrs) == 0 {
@@ -165,8 +175,26 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("redisstore: connect: %w: %w", cache.ErrUnavailable, err)
 	}
 	s.client, s.own = c, true
+	s.batchGets(cfg)
 	return s, nil
 }
+
+// batchGets turns on the gathering of concurrent Gets into MGETs where cfg and the client
+// allow it (see Config.MaxGetBatch).
+func (s *Store) batchGets(cfg Config) {
+	n := cfg.MaxGetBatch
+	if n == 0 {
+		n = 64
+	}
+	if n < 2 || s.cscTTL > 0 || s.client.Mode() == rueidis.ClientModeCluster {
+		return
+	}
+	s.batch = newGetBatcher(mget(s.client), s.prefix+"e:", n, getFlights)
+}
+
+// getFlights is how many MGETs of gathered Gets may be under way at once: one being
+// answered while the next is sent keeps both the client and Redis busy.
+const getFlights = 2
 
 // Client returns the underlying rueidis client (for publishing, pub/sub, administration).
 func (s *Store) Client() rueidis.Client { return s.client }
@@ -218,20 +246,36 @@ func ttlArg(ttl time.Duration) string {
 // Get returns the entry under key. A tombstone is a miss. With ClientCacheTTL set, the
 // answer may come from process memory (see the package doc).
 func (s *Store) Get(ctx context.Context, key string) (cache.Entry, bool, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	var res rueidis.RedisResult
-	if s.cscTTL > 0 && !s.fences.active(key, time.Now()) {
-		res = s.client.DoCache(ctx, s.client.B().Get().Key(s.entryKey(key)).Cache(), s.cscTTL)
-	} else {
-		res = s.client.Do(ctx, s.client.B().Get().Key(s.entryKey(key)).Build())
-	}
-	b, err := res.AsBytes()
-	if err != nil {
-		if rueidis.IsRedisNil(err) {
+	var b []byte
+	var err error
+	if s.batch != nil {
+		deadline := time.Now().Add(s.timeout)
+		if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+			deadline = dl
+		}
+		b, err = s.batch.get(ctx, key, deadline)
+		if err != nil {
+			return cache.Entry{}, false, err
+		}
+		if b == nil {
 			return cache.Entry{}, false, nil
 		}
-		return cache.Entry{}, false, wrap("get", err)
+	} else {
+		ctx, cancel := s.bound(ctx)
+		var res rueidis.RedisResult
+		if s.cscTTL > 0 && !s.fences.active(key, time.Now()) {
+			res = s.client.DoCache(ctx, s.client.B().Get().Key(s.entryKey(key)).Cache(), s.cscTTL)
+		} else {
+			res = s.client.Do(ctx, s.client.B().Get().Key(s.entryKey(key)).Build())
+		}
+		cancel()
+		b, err = res.AsBytes()
+		if err != nil {
+			if rueidis.IsRedisNil(err) {
+				return cache.Entry{}, false, nil
+			}
+			return cache.Entry{}, false, wrap("get", err)
+		}
 	}
 	e, tomb, err := entrycodec.Decode(b)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -456,5 +458,124 @@ func TestKilledRedisFailsFast(t *testing.T) {
 		if d := time.Since(start); d > time.Second {
 			t.Fatalf("call %d: Get took %v to fail with the server killed (timeout 3s): want a fast failure", i, d)
 		}
+	}
+}
+
+// mgetCalls returns how many MGET commands r has run.
+func mgetCalls(t *testing.T, r *engines.Redis) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := r.Do(ctx, "INFO", "commandstats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := v.(string)
+	_, rest, ok := strings.Cut(info, "cmdstat_mget:calls=")
+	if !ok {
+		return 0
+	}
+	n, err := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+	if err != nil {
+		t.Fatalf("INFO commandstats: %v", err)
+	}
+	return n
+}
+
+// TestGetBatchesConcurrentReads: concurrent Gets of a standalone Redis are gathered into
+// MGETs (fewer commands than Gets) and each caller gets its own key's answer: a value, a
+// miss for a tombstone, a miss for a key never set; with MaxGetBatch -1, no MGET at all.
+func TestGetBatchesConcurrentReads(t *testing.T) {
+	r := testenv.SharedRedis(t)
+	for _, batch := range []int{0, -1} {
+		t.Run(fmt.Sprint("MaxGetBatch=", batch), func(t *testing.T) {
+			s := openClose(t, redisstore.Config{Addrs: []string{r.Addr()}, Timeout: testTimeout, MaxGetBatch: batch})
+			ctx := context.Background()
+			const keys = 120 // 0..99 set, of which every tenth invalidated; 100..119 never set
+			for i := range 100 {
+				k := fmt.Sprint("k", i)
+				if _, err := s.SetIfNewer(ctx, k, cache.Entry{Value: []byte("val-" + k), Version: 1}, time.Hour); err != nil {
+					t.Fatal(err)
+				}
+				if i%10 == 0 {
+					if err := s.Invalidate(ctx, k, 2, time.Hour); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			before := mgetCalls(t, r)
+			const callers, each = 64, 100
+			var wg sync.WaitGroup
+			for w := range callers {
+				wg.Go(func() {
+					rng := rand.New(rand.NewPCG(uint64(w), 2))
+					for range each {
+						i := rng.IntN(keys)
+						k := fmt.Sprint("k", i)
+						e, ok, err := s.Get(ctx, k)
+						wantOK := i < 100 && i%10 != 0
+						if err != nil || ok != wantOK || (ok && (string(e.Value) != "val-"+k || e.Version != 1)) {
+							t.Errorf("Get(%s) = %q v%d, %v, %v; want found %v", k, e.Value, e.Version, ok, err, wantOK)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			mgets := mgetCalls(t, r) - before
+			t.Logf("%d Gets, %d MGETs", callers*each, mgets)
+			if batch < 0 && mgets != 0 {
+				t.Errorf("%d MGETs with batching off", mgets)
+			}
+			if batch == 0 && (mgets == 0 || mgets >= callers*each) {
+				t.Errorf("%d MGETs for %d concurrent Gets: want some, and fewer than the Gets", mgets, callers*each)
+			}
+		})
+	}
+}
+
+// TestPausedRedisQueuedGets: with Redis paused, Gets queued behind a batch under way all
+// fail with cache.ErrUnavailable soon after their timeout, and succeed once it resumes.
+func TestPausedRedisQueuedGets(t *testing.T) {
+	r := testenv.Redis(t, engines.RedisOptions{})
+	const timeout = 200 * time.Millisecond
+	s := openClose(t, redisstore.Config{Addrs: []string{r.Addr()}, Timeout: timeout})
+	cachetest.Recovers(t, s)
+	if err := r.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	const callers = 64
+	type result struct {
+		took time.Duration
+		err  error
+	}
+	results := make(chan result, callers)
+	for range callers {
+		go func() {
+			start := time.Now()
+			_, _, err := s.Get(context.Background(), "after")
+			results <- result{time.Since(start), err}
+		}()
+	}
+	for i := range callers {
+		select {
+		case r := <-results:
+			if r.took > 10*timeout {
+				t.Errorf("a Get took %v with Redis paused, timeout %v", r.took, timeout)
+			}
+			if !errors.Is(r.err, cache.ErrUnavailable) {
+				t.Errorf("Get with Redis paused = %v, want cache.ErrUnavailable", r.err)
+			}
+		case <-time.After(30 * timeout):
+			t.Fatalf("%d of %d Gets still waiting %v after Redis was paused", callers-i, callers, 30*timeout)
+		}
+	}
+	if err := r.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	cachetest.Recovers(t, s)
+	e, ok, err := s.Get(context.Background(), "after")
+	if err != nil || !ok || string(e.Value) != "v" {
+		t.Fatalf("Get after resume = %q, %v, %v", e.Value, ok, err)
 	}
 }
