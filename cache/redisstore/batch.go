@@ -69,7 +69,9 @@ func newGetBatcher(fetch func(ctx context.Context, keys []string, vals [][]byte)
 }
 
 // get returns the raw value under key (nil when there is none), read by an MGET shared with
-// concurrent callers. It returns by deadline or when ctx is done, whichever is first.
+// concurrent callers. A queued caller returns by its deadline or as soon as ctx is done; a
+// caller that leads a batch returns with the batch, by the batch's deadline (the earliest in
+// it, so at most its own), since the others in the batch wait for the same answer.
 func (g *getBatcher) get(ctx context.Context, key string, deadline time.Time) ([]byte, error) {
 	c := g.calls.Get().(*getCall)
 	c.key, c.deadline = key, deadline
