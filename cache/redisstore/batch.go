@@ -84,11 +84,15 @@ func (g *getBatcher) get(ctx context.Context, key string, deadline time.Time) ([
 		c.queued = true
 		g.queue = append(g.queue, c)
 		g.mu.Unlock()
-		select {
-		case <-c.done:
-		case <-ctx.Done():
-			g.leave(c)
-			return nil, wrap("get", ctx.Err())
+		if done := ctx.Done(); done == nil {
+			<-c.done // a plain receive: cheaper than a select where ctx can never end
+		} else {
+			select {
+			case <-c.done:
+			case <-done:
+				g.leave(c)
+				return nil, wrap("get", ctx.Err())
+			}
 		}
 		if c.lead {
 			c.lead = false
