@@ -45,7 +45,7 @@ type Config struct {
 	// per key; a Get made while the store is idle is sent at once, alone. Standalone Redis
 	// (and Sentinel) only, without client-side caching: on a Redis Cluster, keys of
 	// different hash slots cannot share a command, and each Get is sent by itself (rueidis
-	// still pipelines them). Negative: off. Default 64.
+	// still pipelines them). 1 or negative: off. Default 64.
 	MaxGetBatch int
 	// OnInvalidate, when set, is called with the store keys (without Prefix) whose client-side
 	// cached copies Redis invalidated, after they were dropped; nil keys mean "everything" (a
