@@ -48,9 +48,16 @@ const (
 	kindTombstone
 )
 
-// item is what otter holds for a key. Items are immutable once stored.
+// slot is what otter holds for a key: the value inline, so that a hit on a value reads
+// nothing beyond otter's node, and the rest of the entry behind a pointer. Slots and their
+// items are immutable once stored.
+type slot struct {
+	value []byte // nil exactly for negative entries and tombstones
+	it    *item
+}
+
+// item is the part of an entry that a hit on a value does not need.
 type item struct {
-	value   []byte
 	version int64
 	ttl     time.Duration
 	expires int64 // unix nanoseconds reported by Get; 0: none
@@ -66,7 +73,7 @@ type lease struct {
 
 // Store is an in-process cache.Store over otter v2. It is safe for concurrent use.
 type Store struct {
-	items     *otter.Cache[string, *item]
+	items     *otter.Cache[string, slot]
 	leases    *otter.Cache[string, lease]
 	tokens    atomic.Uint64
 	evictions atomic.Uint64
@@ -97,16 +104,16 @@ func New(cfg Config) (*Store, error) {
 		s.clock = otter.NewCoarseClock(cmpOr(cfg.ClockResolution, time.Millisecond))
 		clock = s.clock
 	}
-	items, err := otter.New(&otter.Options[string, *item]{
+	items, err := otter.New(&otter.Options[string, slot]{
 		Clock:         clock,
 		MaximumWeight: uint64(cfg.MaxBytes),
-		Weigher: func(k string, it *item) uint32 {
-			return uint32(min(len(k)+len(it.value)+entryOverhead, 1<<31))
+		Weigher: func(k string, sl slot) uint32 {
+			return uint32(min(len(k)+len(sl.value)+entryOverhead, 1<<31))
 		},
-		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *item]) time.Duration {
-			return e.Value.ttl
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, slot]) time.Duration {
+			return e.Value.it.ttl
 		}),
-		OnDeletion: func(e otter.DeletionEvent[string, *item]) {
+		OnDeletion: func(e otter.DeletionEvent[string, slot]) {
 			if e.Cause.IsEviction() && e.Cause != otter.CauseExpiration {
 				s.evictions.Add(1)
 				if cfg.OnEvict != nil {
@@ -146,14 +153,15 @@ func (s *Store) Get(_ context.Context, key string) (e cache.Entry, ok bool, err 
 	// The entry is written field by field into the named result: a composite literal
 	// returned as a value is built on the stack and copied, and the copy's wide loads of
 	// narrow stores just made stall the hit path.
-	it, found := s.items.GetIfPresent(key)
-	if !found || it.kind == kindTombstone {
+	sl, found := s.items.GetIfPresent(key)
+	if !found || sl.it.kind == kindTombstone {
 		if s.closed.Load() {
 			return e, false, ErrClosed
 		}
 		return e, false, nil
 	}
-	e.Value, e.Version, e.Negative, e.Cost = it.value, it.version, it.kind == kindNegative, it.cost
+	it := sl.it
+	e.Value, e.Version, e.Negative, e.Cost = sl.value, it.version, it.kind == kindNegative, it.cost
 	if it.expires != 0 {
 		e.Expires = time.Unix(0, it.expires)
 	}
@@ -164,11 +172,16 @@ func (s *Store) Get(_ context.Context, key string) (e cache.Entry, ok bool, err 
 // of the entry; ok is false on a miss or a tombstone (see cache.Peeker). Like Get, it may
 // answer from memory after Close; a miss then reads through Get, which reports ErrClosed.
 func (s *Store) Peek(key string) (value []byte, negative, ok bool) {
-	it, found := s.items.GetIfPresent(key)
-	if !found || it.kind == kindTombstone {
+	sl, found := s.items.GetIfPresent(key)
+	switch {
+	case !found:
+		return nil, false, false
+	case sl.value != nil: // a value: answered from otter's node alone
+		return sl.value, false, true
+	case sl.it.kind == kindTombstone:
 		return nil, false, false
 	}
-	return it.value, it.kind == kindNegative, true
+	return nil, true, true
 }
 
 // SetIfNewer stores e unless the store holds a newer entry or tombstone (see cache.Store).
@@ -194,17 +207,17 @@ func (s *Store) set(key string, e cache.Entry, ttl time.Duration, sameVersion bo
 	} else if value == nil {
 		value = []byte{}
 	}
-	next := &item{value: value, version: e.Version, ttl: ttlOf(ttl), cost: max(e.Cost, 0), kind: kind}
+	next := slot{value: value, it: &item{version: e.Version, ttl: ttlOf(ttl), cost: max(e.Cost, 0), kind: kind}}
 	switch {
 	case !e.Expires.IsZero():
-		next.expires = e.Expires.UnixNano()
+		next.it.expires = e.Expires.UnixNano()
 	case ttl > 0:
-		next.expires = time.Now().Add(ttl).UnixNano()
+		next.it.expires = time.Now().Add(ttl).UnixNano()
 	}
 	res := cache.Refused
-	s.items.Compute(key, func(old *item, found bool) (*item, otter.ComputeOp) {
-		if found && (old.version > e.Version ||
-			(old.version == e.Version && old.kind != kindTombstone && !sameVersion)) {
+	s.items.Compute(key, func(old slot, found bool) (slot, otter.ComputeOp) {
+		if found && (old.it.version > e.Version ||
+			(old.it.version == e.Version && old.it.kind != kindTombstone && !sameVersion)) {
 			return old, otter.CancelOp
 		}
 		res = cache.Stored
@@ -218,9 +231,9 @@ func (s *Store) Invalidate(_ context.Context, key string, version int64, ttl tim
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	tomb := &item{version: version, ttl: ttlOf(ttl), kind: kindTombstone}
-	s.items.Compute(key, func(old *item, found bool) (*item, otter.ComputeOp) {
-		if found && old.version > version {
+	tomb := slot{it: &item{version: version, ttl: ttlOf(ttl), kind: kindTombstone}}
+	s.items.Compute(key, func(old slot, found bool) (slot, otter.ComputeOp) {
+		if found && old.it.version > version {
 			return old, otter.CancelOp
 		}
 		return tomb, otter.WriteOp
