@@ -105,6 +105,25 @@ func collect(t *testing.T, out <-chan getResult, n int) map[string]getResult {
 
 var far = time.Now().Add(time.Hour)
 
+// queued is a get to queue behind a held fetch.
+type queued struct {
+	ctx      context.Context
+	key      string
+	deadline time.Time
+}
+
+// queueBehindA starts a get of "a" that leads a fetch the test holds (g has one flight),
+// then the gets of calls, each queued behind it in order.
+func queueBehindA(t *testing.T, g *getBatcher, f *gatedFetch, out chan<- getResult, calls ...queued) {
+	t.Helper()
+	start(g, context.Background(), "a", far, out)
+	expectKeys(t, f, "p:a")
+	for i, c := range calls {
+		start(g, c.ctx, c.key, c.deadline, out)
+		waitState(t, g, i+1, 1)
+	}
+}
+
 // TestBatchGathersQueuedCalls: while one MGET is under way, later Gets queue; the first of
 // them leads the next MGET with up to maxBatch keys, oldest first, and the rest follow.
 func TestBatchGathersQueuedCalls(t *testing.T) {
@@ -112,12 +131,8 @@ func TestBatchGathersQueuedCalls(t *testing.T) {
 	g := newGetBatcher(f.fetch, "p:", 4, 1)
 	ctx := context.Background()
 	out := make(chan getResult, 8)
-	start(g, ctx, "a", far, out)
-	expectKeys(t, f, "p:a")
-	for i, k := range []string{"b", "c", "missing-d", "e", "f"} {
-		start(g, ctx, k, far, out)
-		waitState(t, g, i+1, 1)
-	}
+	queueBehindA(t, g, f, out, queued{ctx, "b", far}, queued{ctx, "c", far},
+		queued{ctx, "missing-d", far}, queued{ctx, "e", far}, queued{ctx, "f", far})
 	f.release <- nil
 	expectKeys(t, f, "p:b", "p:c", "p:missing-d", "p:e")
 	f.release <- nil
@@ -143,13 +158,8 @@ func TestBatchCallerLeavesQueue(t *testing.T) {
 	f := newGatedFetch()
 	g := newGetBatcher(f.fetch, "p:", 8, 1)
 	out := make(chan getResult, 4)
-	start(g, context.Background(), "a", far, out)
-	expectKeys(t, f, "p:a")
 	ctx, cancel := context.WithCancel(context.Background())
-	start(g, ctx, "b", far, out)
-	waitState(t, g, 1, 1)
-	start(g, context.Background(), "c", far, out)
-	waitState(t, g, 2, 1)
+	queueBehindA(t, g, f, out, queued{ctx, "b", far}, queued{context.Background(), "c", far})
 	cancel()
 	b := collect(t, out, 1)["b"]
 	if !errors.Is(b.err, context.Canceled) || !errors.Is(b.err, cache.ErrUnavailable) {
@@ -198,12 +208,7 @@ func TestBatchDeadlinePassed(t *testing.T) {
 		t.Fatalf("get past its deadline = %v; want context.DeadlineExceeded wrapping cache.ErrUnavailable", err)
 	}
 	out := make(chan getResult, 3)
-	start(g, ctx, "a", far, out)
-	expectKeys(t, f, "p:a")
-	start(g, ctx, "late", past, out)
-	waitState(t, g, 1, 1)
-	start(g, ctx, "c", far, out)
-	waitState(t, g, 2, 1)
+	queueBehindA(t, g, f, out, queued{ctx, "late", past}, queued{ctx, "c", far})
 	f.release <- nil
 	expectKeys(t, f, "p:c")
 	f.release <- nil
@@ -229,12 +234,7 @@ func TestBatchFetchErrorReachesEveryCall(t *testing.T) {
 	g := newGetBatcher(f.fetch, "p:", 8, 1)
 	ctx := context.Background()
 	out := make(chan getResult, 3)
-	start(g, ctx, "a", far, out)
-	expectKeys(t, f, "p:a")
-	start(g, ctx, "b", far, out)
-	waitState(t, g, 1, 1)
-	start(g, ctx, "c", far, out)
-	waitState(t, g, 2, 1)
+	queueBehindA(t, g, f, out, queued{ctx, "b", far}, queued{ctx, "c", far})
 	f.release <- nil
 	expectKeys(t, f, "p:b", "p:c")
 	boom := errors.New("boom")
