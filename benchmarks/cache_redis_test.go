@@ -102,3 +102,34 @@ func BenchmarkCacheAsideHitRedisParallel(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkCacheAsideHitRedisSerial: one caller reading one 1 KiB key through cache.Cache
+// over redisstore, so each read is a lone round trip: strata gathers concurrent Gets into
+// MGETs, strata-nobatch sends one GET per call. Gathering must cost a lone caller nothing.
+func BenchmarkCacheAsideHitRedisSerial(b *testing.B) {
+	ctx := context.Background()
+	r := benchRedis(b, "cache-redis-serial")
+	run := func(b *testing.B, cfg redisstore.Config) {
+		cfg.Addrs, cfg.Timeout = []string{r.Addr()}, 5*time.Second
+		s, err := redisstore.New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		if _, err := s.SetIfNewer(ctx, "k", cache.Entry{Value: bytes.Repeat([]byte("x"), 1024), Version: 1}, 0); err != nil {
+			b.Fatal(err)
+		}
+		c, err := cache.New(cache.Config{Store: s, Source: noSource{}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		for b.Loop() {
+			if v, err := c.Get(ctx, "k"); err != nil || len(v) != 1024 {
+				b.Fatalf("Get = %d bytes, %v", len(v), err)
+			}
+		}
+	}
+	b.Run("strata", func(b *testing.B) { run(b, redisstore.Config{}) })
+	b.Run("strata-nobatch", func(b *testing.B) { run(b, redisstore.Config{MaxGetBatch: -1}) })
+}

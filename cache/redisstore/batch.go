@@ -33,6 +33,10 @@ type getBatcher struct {
 	prefix     string // put before each call's key
 	maxBatch   int    // keys per MGET
 	maxFlights int    // batches under way at once (sent, or handed to a caller to send)
+	// shared hands out the context of a batch whose earliest deadline is no sooner than
+	// timeout from now, instead of a new context and timer per batch (see sharedDeadline).
+	shared  *sharedDeadline
+	timeout time.Duration
 
 	mu      sync.Mutex
 	queue   []*getCall
@@ -61,8 +65,8 @@ type batchBuf struct {
 	raw   []byte
 }
 
-func newGetBatcher(fetch func(ctx context.Context, keys []string, vals [][]byte) error, prefix string, maxBatch, maxFlights int) *getBatcher {
-	g := &getBatcher{fetch: fetch, prefix: prefix, maxBatch: maxBatch, maxFlights: maxFlights}
+func newGetBatcher(fetch func(ctx context.Context, keys []string, vals [][]byte) error, prefix string, maxBatch, maxFlights int, shared *sharedDeadline, timeout time.Duration) *getBatcher {
+	g := &getBatcher{fetch: fetch, prefix: prefix, maxBatch: maxBatch, maxFlights: maxFlights, shared: shared, timeout: timeout}
 	g.calls.New = func() any { return &getCall{done: make(chan struct{}, 1)} }
 	g.bufs.New = func() any { return &batchBuf{} }
 	return g
@@ -212,7 +216,10 @@ func (g *getBatcher) send(batch []*getCall, buf *batchBuf) {
 			off = end
 		}
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := g.shared.get(g.timeout), noCancel
+	if dl, _ := ctx.Deadline(); dl.After(deadline) {
+		ctx, cancel = context.WithDeadline(context.Background(), deadline)
+	}
 	err := g.fetch(ctx, keys, vals)
 	cancel()
 	i := 0

@@ -128,7 +128,7 @@ func queueBehindA(t *testing.T, g *getBatcher, f *gatedFetch, out chan<- getResu
 // them leads the next MGET with up to maxBatch keys, oldest first, and the rest follow.
 func TestBatchGathersQueuedCalls(t *testing.T) {
 	f := newGatedFetch()
-	g := newGetBatcher(f.fetch, "p:", 4, 1)
+	g := newGetBatcher(f.fetch, "p:", 4, 1, &sharedDeadline{}, time.Minute)
 	ctx := context.Background()
 	out := make(chan getResult, 8)
 	queueBehindA(t, g, f, out, queued{ctx, "b", far}, queued{ctx, "c", far},
@@ -156,7 +156,7 @@ func TestBatchGathersQueuedCalls(t *testing.T) {
 // is not sent; the others are served.
 func TestBatchCallerLeavesQueue(t *testing.T) {
 	f := newGatedFetch()
-	g := newGetBatcher(f.fetch, "p:", 8, 1)
+	g := newGetBatcher(f.fetch, "p:", 8, 1, &sharedDeadline{}, time.Minute)
 	out := make(chan getResult, 4)
 	ctx, cancel := context.WithCancel(context.Background())
 	queueBehindA(t, g, f, out, queued{ctx, "b", far}, queued{context.Background(), "c", far})
@@ -180,7 +180,7 @@ func TestBatchCallerLeavesQueue(t *testing.T) {
 // on: the queue behind it is still sent.
 func TestBatchLeadPassedOnByLeaver(t *testing.T) {
 	f := newGatedFetch()
-	g := newGetBatcher(f.fetch, "p:", 8, 1)
+	g := newGetBatcher(f.fetch, "p:", 8, 1, &sharedDeadline{}, time.Minute)
 	g.mu.Lock()
 	g.flights = 1 // the flight handed to c below
 	g.mu.Unlock()
@@ -201,7 +201,7 @@ func TestBatchLeadPassedOnByLeaver(t *testing.T) {
 // error without being sent; a lone call past its deadline is not sent either.
 func TestBatchDeadlinePassed(t *testing.T) {
 	f := newGatedFetch()
-	g := newGetBatcher(f.fetch, "p:", 8, 1)
+	g := newGetBatcher(f.fetch, "p:", 8, 1, &sharedDeadline{}, time.Minute)
 	ctx := context.Background()
 	past := time.Now().Add(-time.Second)
 	if _, err := g.get(ctx, "lone", past); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, cache.ErrUnavailable) {
@@ -231,7 +231,7 @@ func TestBatchDeadlinePassed(t *testing.T) {
 // TestBatchFetchErrorReachesEveryCall: an MGET that fails fails each call of its batch.
 func TestBatchFetchErrorReachesEveryCall(t *testing.T) {
 	f := newGatedFetch()
-	g := newGetBatcher(f.fetch, "p:", 8, 1)
+	g := newGetBatcher(f.fetch, "p:", 8, 1, &sharedDeadline{}, time.Minute)
 	ctx := context.Background()
 	out := make(chan getResult, 3)
 	queueBehindA(t, g, f, out, queued{ctx, "b", far}, queued{ctx, "c", far})
@@ -274,7 +274,7 @@ func TestBatchConcurrent(t *testing.T) {
 		fill(keys, vals)
 		return nil
 	}
-	g := newGetBatcher(fetch, "p:", maxBatch, flights)
+	g := newGetBatcher(fetch, "p:", maxBatch, flights, &sharedDeadline{}, time.Minute)
 	var wg sync.WaitGroup
 	var answered atomic.Int64
 	for w := range 32 {
@@ -316,4 +316,31 @@ func TestBatchConcurrent(t *testing.T) {
 		t.Errorf("%d answers from %d keys sent in %d fetches", answered.Load(), keysSent.Load(), fetches.Load())
 	}
 	t.Logf("%d answers, %d fetches", answered.Load(), fetches.Load())
+}
+
+// TestBatchFetchDeadline: a batch's fetch ends by the earliest deadline in it: a deadline
+// sooner than the store's timeout is the fetch's own; a later one (a caller's longer
+// context) is cut to the timeout, through the context shared by calls of the same instant.
+func TestBatchFetchDeadline(t *testing.T) {
+	var got time.Time
+	fetch := func(ctx context.Context, keys []string, vals [][]byte) error {
+		got, _ = ctx.Deadline()
+		fill(keys, vals)
+		return nil
+	}
+	g := newGetBatcher(fetch, "p:", 8, 1, &sharedDeadline{}, time.Minute)
+	ctx := context.Background()
+	soon := time.Now().Add(10 * time.Second)
+	if v, err := g.get(ctx, "a", soon); err != nil || string(v) != "v:p:a" {
+		t.Fatalf("get(a) = %q, %v", v, err)
+	}
+	if !got.Equal(soon) {
+		t.Errorf("fetch deadline %v, want the call's %v", got, soon)
+	}
+	if v, err := g.get(ctx, "b", far); err != nil || string(v) != "v:p:b" {
+		t.Fatalf("get(b) = %q, %v", v, err)
+	}
+	if got.IsZero() || got.After(time.Now().Add(time.Minute)) {
+		t.Errorf("fetch deadline %v, want at most the timeout (1m) from now", got)
+	}
 }

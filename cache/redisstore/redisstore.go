@@ -189,7 +189,7 @@ func (s *Store) batchGets(cfg Config) {
 	if n < 2 || s.cscTTL > 0 || s.client.Mode() == rueidis.ClientModeCluster {
 		return
 	}
-	s.batch = newGetBatcher(mget(s.client), s.prefix+"e:", n, getFlights)
+	s.batch = newGetBatcher(mget(s.client), s.prefix+"e:", n, getFlights, &s.deadline, s.timeout)
 }
 
 // getFlights is how many MGETs of gathered Gets may be under way at once: one being
