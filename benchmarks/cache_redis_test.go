@@ -45,19 +45,7 @@ func BenchmarkCacheAsideHitRedisParallel(b *testing.B) {
 	}
 
 	runStore := func(b *testing.B, cfg redisstore.Config) {
-		// A generous timeout: a call that times out would fall through to noSource and end
-		// the run; a slow one is measured like any other.
-		cfg.Addrs, cfg.Timeout = []string{r.Addr()}, 5*time.Second
-		s, err := redisstore.New(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		c, err := cache.New(cache.Config{Store: s, Source: noSource{}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
+		c := redisCache(b, r.Addr(), cfg)
 		var next atomic.Uint64
 		b.SetParallelism(par)
 		b.ReportAllocs()
@@ -109,21 +97,16 @@ func BenchmarkCacheAsideHitRedisParallel(b *testing.B) {
 func BenchmarkCacheAsideHitRedisSerial(b *testing.B) {
 	ctx := context.Background()
 	r := benchRedis(b, "cache-redis-serial")
+	fill, err := redisstore.New(redisstore.Config{Addrs: []string{r.Addr()}, Timeout: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fill.Close()
+	if _, err := fill.SetIfNewer(ctx, "k", cache.Entry{Value: bytes.Repeat([]byte("x"), 1024), Version: 1}, 0); err != nil {
+		b.Fatal(err)
+	}
 	run := func(b *testing.B, cfg redisstore.Config) {
-		cfg.Addrs, cfg.Timeout = []string{r.Addr()}, 5*time.Second
-		s, err := redisstore.New(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer s.Close()
-		if _, err := s.SetIfNewer(ctx, "k", cache.Entry{Value: bytes.Repeat([]byte("x"), 1024), Version: 1}, 0); err != nil {
-			b.Fatal(err)
-		}
-		c, err := cache.New(cache.Config{Store: s, Source: noSource{}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
+		c := redisCache(b, r.Addr(), cfg)
 		for b.Loop() {
 			if v, err := c.Get(ctx, "k"); err != nil || len(v) != 1024 {
 				b.Fatalf("Get = %d bytes, %v", len(v), err)
@@ -132,4 +115,23 @@ func BenchmarkCacheAsideHitRedisSerial(b *testing.B) {
 	}
 	b.Run("strata", func(b *testing.B) { run(b, redisstore.Config{}) })
 	b.Run("strata-nobatch", func(b *testing.B) { run(b, redisstore.Config{MaxGetBatch: -1}) })
+}
+
+// redisCache opens a cache.Cache over a redisstore of addr built from cfg, closed when b
+// ends. Its timeout is generous: a call that timed out would fall through to noSource and
+// end the run, where a slow one is measured like any other.
+func redisCache(b *testing.B, addr string, cfg redisstore.Config) *cache.Cache {
+	b.Helper()
+	cfg.Addrs, cfg.Timeout = []string{addr}, 5*time.Second
+	s, err := redisstore.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	c, err := cache.New(cache.Config{Store: s, Source: noSource{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
 }
